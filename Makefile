@@ -1,0 +1,58 @@
+# torghut-streams — two commands matter: `make run` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+ARGS ?=
+
+.PHONY: help install run test lint typecheck stack-up stack-down stack-status docs bench bench-quick clean
+
+help:
+	@echo "make run           set up everything, start the local stack and run the worker (Ctrl-C stops all)"
+	@echo "make test          set up everything, start the stack, run ruff, mypy and pytest, stop the stack"
+	@echo "make test ARGS='-k name'   pass arguments to pytest"
+	@echo "make stack-up | stack-down | stack-status   drive the local stack alone"
+	@echo "make bench | bench-quick   benchmarks (not part of make test)"
+
+# Python packages come only from pyproject.toml (pinned). Re-installs when it changes.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+install: $(STAMP)
+
+stack-up: install
+	$(PY) stack/stack.py up
+
+stack-down:
+	@if [ -x $(PY) ]; then $(PY) stack/stack.py down; else python3 stack/stack.py down; fi
+
+stack-status:
+	@if [ -x $(PY) ]; then $(PY) stack/stack.py status; else python3 stack/stack.py status; fi
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+run: install
+	bash stack/run.sh
+
+test: install
+	bash stack/test.sh $(ARGS)
+
+docs: install
+	$(PY) -m streams.docs --write README.md
+
+bench: install
+	bash stack/bench.sh full
+
+bench-quick: install
+	bash stack/bench.sh quick
+
+clean: stack-down
+	rm -rf .data .cache/stack

@@ -1,0 +1,4 @@
+"""Faust agents and timers: thin wiring from topics to the domain core.
+
+Importing this package registers every agent on `streams.app.app`.
+"""

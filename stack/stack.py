@@ -1,0 +1,476 @@
+"""Local stack without Docker: Apache Kafka (KRaft, jars from Maven Central) and a throwaway PostgreSQL.
+
+Usage: python stack/stack.py up|down|status|env
+
+- `up` is idempotent: a running component is left alone, a stale PID file is cleared.
+- `down` stops only the processes this script started, by their recorded PIDs.
+- Readiness is real: Kafka answers a metadata request, Postgres answers `SELECT 1`.
+- Everything lives in `.cache/` (ignored): jars, the Maven repository, Kafka logs, the PG cluster.
+- `env` prints the connection settings as shell exports; `up` also writes them to `.cache/stack/env`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache"
+# TORGHUT_STACK_DIR relocates a whole second stack (the stack script's own tests use one).
+STATE_DIR = Path(os.environ.get("TORGHUT_STACK_DIR") or CACHE / "stack").resolve()
+STATE_FILE = STATE_DIR / "state.json"
+ENV_FILE = STATE_DIR / "env"
+KAFKA_LIBS = CACHE / "kafka" / "libs"
+KAFKA_DIR = STATE_DIR / "kafka"
+PG_DIR = STATE_DIR / "pg"
+PG_VERSION = os.environ.get("TORGHUT_PG_VERSION", "15")
+PG_BIN = Path(f"/usr/lib/postgresql/{PG_VERSION}/bin")
+PG_DATABASE = "torghut"
+
+# Topic name → (partitions env var, default partitions, cleanup policy). Names come from the
+# same environment variables the app reads, so the stack and the app always agree.
+TOPICS: dict[str, tuple[str, str]] = {
+    "TORGHUT_SIGNALS_TOPIC": ("torghut.ta.signals.v1", "delete"),
+    "TRADING_ORDER_FEED_TOPIC": ("torghut.trade-updates.v1", "delete"),
+    "TRADING_ORDER_FEED_TOPIC_V2": ("torghut.trade-updates.v2", "delete"),
+    "TORGHUT_DECISIONS_TOPIC": ("torghut.trade-decisions.v1", "delete"),
+    "TORGHUT_DLQ_TOPIC": ("torghut.trading.dlq.v1", "delete"),
+    "TORGHUT_CONTROL_TOPIC": ("torghut.control.v1", "compact"),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[stack] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def load_state() -> dict[str, int]:
+    if STATE_FILE.exists():
+        return dict(json.loads(STATE_FILE.read_text()))
+    return {}
+
+
+def save_state(state: dict[str, int]) -> None:
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    STATE_FILE.write_text(json.dumps(state, indent=2))
+
+
+def pid_alive(pid: int, marker: str) -> bool:
+    """True when `pid` runs and its command line contains `marker` (guards against PID reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if stat[0] == "Z":  # a zombie is not running
+            return False
+    except (FileNotFoundError, IndexError):
+        return False
+    return marker in cmdline
+
+
+def read_pid(pid_file: Path, marker: str) -> int | None:
+    if not pid_file.exists():
+        return None
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (ValueError, IndexError):
+        pid = -1
+    if pid > 0 and pid_alive(pid, marker):
+        return pid
+    log(f"removing stale PID file {pid_file.name}")
+    pid_file.unlink(missing_ok=True)
+    return None
+
+
+def stop_pid(pid: int, marker: str, timeout: float = 30.0) -> None:
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid, marker):
+            return
+        time.sleep(0.1)
+    log(f"pid {pid} ignored SIGTERM for {timeout:.0f}s; killing")
+    os.kill(pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------------------- Kafka
+
+
+@dataclass(frozen=True)
+class Kafka:
+    port: int
+    controller_port: int
+
+    @property
+    def pid_file(self) -> Path:
+        return KAFKA_DIR / "kafka.pid"
+
+    @property
+    def config_file(self) -> Path:
+        return KAFKA_DIR / "server.properties"
+
+    @property
+    def marker(self) -> str:
+        return str(self.config_file)
+
+    def ensure_jars(self) -> None:
+        if KAFKA_LIBS.exists() and any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
+            return
+        log("fetching Apache Kafka jars from Maven Central (first run only)")
+        subprocess.run(
+            [
+                "mvn", "-q", "-B", "-f", str(ROOT / "stack" / "pom.xml"),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={KAFKA_LIBS}",
+                f"-Dmaven.repo.local={CACHE / 'm2'}",
+            ],
+            check=True,
+        )  # fmt: skip
+
+    def write_config(self) -> None:
+        data = KAFKA_DIR / "data"
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(data),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "8",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "4",
+            "group.initial.rebalance.delay.ms": "0",
+            "log.retention.hours": "24",
+            "log.segment.bytes": str(64 * 1024 * 1024),
+            "log.cleaner.dedupe.buffer.size": str(8 * 1024 * 1024),
+            "num.network.threads": "2",
+            "num.io.threads": "2",
+            "delete.topic.enable": "true",
+        }
+        KAFKA_DIR.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (KAFKA_DIR / "log4j.properties").write_text(
+            "log4j.rootLogger=WARN, file\n"
+            "log4j.appender.file=org.apache.log4j.FileAppender\n"
+            f"log4j.appender.file.File={KAFKA_DIR / 'server.log'}\n"
+            "log4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
+            "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+            "log4j.logger.kafka=INFO\n"
+            "log4j.logger.org.apache.kafka=WARN\n"
+        )
+
+    def java(self, *args: str, heap: str = "512m") -> list[str]:
+        return [
+            "java", f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{KAFKA_DIR / 'log4j.properties'}",
+            "-cp", f"{KAFKA_LIBS}/*", *args,
+        ]  # fmt: skip
+
+    def start(self) -> None:
+        if read_pid(self.pid_file, self.marker):
+            log(f"kafka already running on 127.0.0.1:{self.port}")
+            return
+        self.ensure_jars()
+        self.write_config()
+        data = KAFKA_DIR / "data"
+        if not (data / "meta.properties").exists():
+            shutil.rmtree(data, ignore_errors=True)
+            cluster_id = uuid.uuid4().hex[:22]
+            subprocess.run(
+                self.java("kafka.tools.StorageTool", "format", "-t", cluster_id,
+                          "-c", str(self.config_file), heap="128m"),
+                check=True, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+        out = open(KAFKA_DIR / "stdout.log", "ab")
+        proc = subprocess.Popen(
+            self.java("kafka.Kafka", str(self.config_file)),
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=KAFKA_DIR,
+        )  # fmt: skip
+        self.pid_file.write_text(str(proc.pid))
+        log(f"kafka starting (pid {proc.pid}) on 127.0.0.1:{self.port}")
+
+    def stop(self) -> None:
+        pid = read_pid(self.pid_file, self.marker)
+        if pid is None:
+            log("kafka not running")
+            return
+        stop_pid(pid, self.marker)
+        self.pid_file.unlink(missing_ok=True)
+        log(f"kafka stopped (pid {pid})")
+
+    async def wait_ready(self, timeout: float = 90.0) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if not read_pid(self.pid_file, self.marker):
+                tail = (KAFKA_DIR / "stdout.log").read_text(errors="replace")[-3000:]
+                raise SystemExit(f"kafka exited during startup:\n{tail}")
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=f"127.0.0.1:{self.port}", request_timeout_ms=3000
+            )
+            try:
+                await admin.start()
+                await admin.describe_cluster()  # a metadata request answered
+                return
+            except Exception as exc:  # noqa: BLE001 - retried until the deadline
+                last = exc
+            finally:
+                await admin.close()
+            await asyncio.sleep(0.3)
+        raise SystemExit(f"kafka not ready after {timeout:.0f}s: {last!r}")
+
+    async def create_topics(self) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        partitions = int(os.environ.get("TORGHUT_TOPIC_PARTITIONS", "8"))
+        admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{self.port}")
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            wanted = []
+            for env_name, (default, policy) in TOPICS.items():
+                name = os.environ.get(env_name) or default
+                if name in existing:
+                    continue
+                configs = {"cleanup.policy": policy}
+                if policy == "compact":
+                    configs["min.cleanable.dirty.ratio"] = "0.1"
+                    configs["segment.ms"] = "600000"
+                wanted.append(NewTopic(name, partitions, 1, topic_configs=configs))
+            if wanted:
+                await admin.create_topics(wanted)
+                log("created topics: " + ", ".join(t.name for t in wanted))
+        finally:
+            await admin.close()
+
+
+# ------------------------------------------------------------------------------------- Postgres
+
+
+@dataclass(frozen=True)
+class Postgres:
+    port: int
+
+    @property
+    def data(self) -> Path:
+        return PG_DIR / "data"
+
+    def _as_postgres(self, cmd: list[str]) -> list[str]:
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "postgres", "--", *cmd]
+        return cmd
+
+    def ensure_installed(self) -> None:
+        if (PG_BIN / "initdb").exists():
+            return
+        if os.geteuid() != 0:
+            raise SystemExit(f"PostgreSQL {PG_VERSION} is missing; install the postgresql package")
+        log(f"installing PostgreSQL {PG_VERSION} from Debian packages")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", f"postgresql-{PG_VERSION}"], check=True, env=env
+        )
+        # Debian starts a default cluster on 5432; this project runs its own throwaway one.
+        subprocess.run(["service", "postgresql", "stop"], check=False, env=env)
+
+    def running_pid(self) -> int | None:
+        pid_file = self.data / "postmaster.pid"
+        if not pid_file.exists():
+            return None
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (ValueError, IndexError, PermissionError):
+            return None
+        return pid if pid_alive(pid, "postgres") else None
+
+    def start(self) -> None:
+        self.ensure_installed()
+        if self.running_pid():
+            log(f"postgres already running on 127.0.0.1:{self.port}")
+            return
+        PG_DIR.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(PG_DIR, "postgres", "postgres")
+        if not (self.data / "PG_VERSION").exists():
+            shutil.rmtree(self.data, ignore_errors=True)
+            subprocess.run(
+                self._as_postgres(
+                    [str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
+                     "--auth=trust", "-E", "UTF8", "--no-sync"]
+                ),
+                check=True, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+        else:
+            # A crashed cluster leaves postmaster.pid behind; pg_ctl refuses to start over it.
+            (self.data / "postmaster.pid").unlink(missing_ok=True)
+        opts = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {PG_DIR} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+            "-c shared_buffers=128MB"
+        )
+        subprocess.run(
+            self._as_postgres(
+                [str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(PG_DIR / "server.log"),
+                 "-o", opts, "-w", "-t", "60", "start"]
+            ),
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        log(f"postgres started on 127.0.0.1:{self.port}")
+
+    def stop(self) -> None:
+        if not self.running_pid():
+            log("postgres not running")
+            return
+        subprocess.run(
+            self._as_postgres(
+                [str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]
+            ),
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        log("postgres stopped")
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        import asyncpg
+
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                conn = await asyncpg.connect(
+                    host="127.0.0.1", port=self.port, user="postgres", database="postgres"
+                )
+                try:
+                    await conn.fetchval("SELECT 1")
+                    exists = await conn.fetchval(
+                        "SELECT 1 FROM pg_database WHERE datname = $1", PG_DATABASE
+                    )
+                    if not exists:
+                        await conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+                    return
+                finally:
+                    await conn.close()
+            except Exception as exc:  # noqa: BLE001 - retried until the deadline
+                last = exc
+                await asyncio.sleep(0.2)
+        raise SystemExit(f"postgres not ready after {timeout:.0f}s: {last!r}")
+
+
+# ------------------------------------------------------------------------------------- commands
+
+
+def components() -> tuple[Kafka, Postgres, dict[str, int]]:
+    state = load_state()
+    for key in ("kafka_port", "controller_port", "pg_port"):
+        if key not in state:
+            state[key] = free_port()
+    return Kafka(state["kafka_port"], state["controller_port"]), Postgres(state["pg_port"]), state
+
+
+def env_lines(state: dict[str, int]) -> list[str]:
+    return [
+        f"KAFKA_BROKERS=kafka://127.0.0.1:{state['kafka_port']}",
+        f"DATABASE_URL=postgresql://postgres@127.0.0.1:{state['pg_port']}/{PG_DATABASE}",
+    ]
+
+
+def rebind_if_taken(kafka: Kafka, pg: Postgres, state: dict[str, int]) -> tuple[Kafka, Postgres]:
+    """A port saved from an earlier run may now belong to someone else: pick a new one."""
+    if not read_pid(kafka.pid_file, kafka.marker):
+        for key in ("kafka_port", "controller_port"):
+            if not port_is_free(state[key]):
+                state[key] = free_port()
+        kafka = Kafka(state["kafka_port"], state["controller_port"])
+    if not pg.running_pid() and not port_is_free(state["pg_port"]):
+        state["pg_port"] = free_port()
+        pg = Postgres(state["pg_port"])
+    return kafka, pg
+
+
+async def up() -> None:
+    kafka, pg, state = components()
+    kafka, pg = rebind_if_taken(kafka, pg, state)
+    save_state(state)
+    started = time.monotonic()
+    kafka.start()
+    pg.start()
+    await asyncio.gather(kafka.wait_ready(), pg.wait_ready())
+    await kafka.create_topics()
+    ENV_FILE.write_text("".join(f"export {line}\n" for line in env_lines(state)))
+    log(f"ready in {time.monotonic() - started:.1f}s: " + " ".join(env_lines(state)))
+
+
+def down() -> None:
+    kafka, pg, _ = components()
+    kafka.stop()
+    pg.stop()
+
+
+def status() -> int:
+    kafka, pg, state = components()
+    k = read_pid(kafka.pid_file, kafka.marker)
+    p = pg.running_pid()
+    print(f"kafka    {'up (pid %d) 127.0.0.1:%d' % (k, kafka.port) if k else 'down'}")
+    print(f"postgres {'up (pid %d) 127.0.0.1:%d' % (p, pg.port) if p else 'down'}")
+    return 0 if (k and p) else 3
+
+
+def main(argv: list[str]) -> int:
+    import logging
+
+    # aiokafka logs every refused connection while the broker boots; readiness reports failures.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    cmd = argv[1] if len(argv) > 1 else "status"
+    if cmd == "up":
+        asyncio.run(up())
+    elif cmd == "down":
+        down()
+    elif cmd == "status":
+        return status()
+    elif cmd == "env":
+        print("\n".join(f"export {line}" for line in env_lines(components()[2])))
+    else:
+        print(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

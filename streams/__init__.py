@@ -1,0 +1,1 @@
+"""torghut-streams: the multi-account execution plane of the Torghut trading system."""

@@ -1,0 +1,1 @@
+"""Project commands on the app CLI (`faust -A streams.app <command>`)."""

@@ -1,0 +1,278 @@
+"""Every setting of the app, typed and defaulted, read from the environment.
+
+Each field's `validation_alias` is the exact environment variable name (the seeds' names are kept
+verbatim) and its `description` is the README's configuration table: `make docs` regenerates the
+table and a test fails when the README drifts from this model.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RuntimeMode(str, Enum):
+    legacy = "legacy"
+    plugin_v3 = "plugin_v3"
+    scheduler_v3 = "scheduler_v3"
+
+
+class FlagsBackend(str, Enum):
+    static = "static"
+    flipt = "flipt"
+
+
+class SignalSource(str, Enum):
+    kafka = "kafka"
+    clickhouse = "clickhouse"
+
+
+def env(name: str, default: Any, description: str, **kwargs: Any) -> Any:
+    """A field read from exactly the environment variable `name`."""
+    return Field(default, validation_alias=AliasChoices(name), description=description, **kwargs)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", populate_by_name=False, frozen=True
+    )
+
+    # ---- app shell
+    app_id: str = env(
+        "TORGHUT_APP_ID",
+        "torghut-streams",
+        "Faust app id; also the Kafka consumer group id. Keep it stable: lag dashboards key on it.",
+    )
+    kafka_brokers: str = env(
+        "KAFKA_BROKERS", "kafka://127.0.0.1:9092", "Kafka bootstrap servers (`kafka://h:p;h:p`)."
+    )
+    store: str = env(
+        "TORGHUT_STORE", "rocksdb://", "Table store URL (`rocksdb://` or `memory://`)."
+    )
+    data_dir: Path = env(
+        "TORGHUT_DATA_DIR", Path(".data"), "Local state folder (RocksDB tables, worker data)."
+    )
+    web_host: str = env("TORGHUT_WEB_HOST", "127.0.0.1", "Bind address of the status web server.")
+    web_port: int = env("TORGHUT_WEB_PORT", 6066, "Port of the status web server.")
+    web_enabled: bool = env("TORGHUT_WEB_ENABLED", True, "Run the status web server.")
+    topic_partitions: int = env(
+        "TORGHUT_TOPIC_PARTITIONS",
+        8,
+        "Partitions of the project's topics and tables (co-partitioned; fixed after first start).",
+    )
+    table_standby_replicas: int = env(
+        "TORGHUT_TABLE_STANDBY_REPLICAS", 1, "Standby replicas kept for each table."
+    )
+    broker_session_timeout: float = env(
+        "TORGHUT_BROKER_SESSION_TIMEOUT_SECONDS",
+        30.0,
+        "Kafka consumer session timeout; a dead worker's partitions move after this long.",
+    )
+    log_level: str = env("TORGHUT_LOG_LEVEL", "INFO", "Log level (DEBUG, INFO, WARNING, ERROR).")
+    log_format: str = env("TORGHUT_LOG_FORMAT", "json", "Log format: `json` or `text`.")
+
+    # ---- topics
+    signals_topic: str = env(
+        "TORGHUT_SIGNALS_TOPIC", "torghut.ta.signals.v1", "TA signals in (key symbol; Avro/JSON)."
+    )
+    decisions_topic: str = env(
+        "TORGHUT_DECISIONS_TOPIC",
+        "torghut.trade-decisions.v1",
+        "Account decisions (key account_label).",
+    )
+    order_feed_topic: str | None = env(
+        "TRADING_ORDER_FEED_TOPIC",
+        "torghut.trade-updates.v1",
+        "Trade updates v1 (no account). Empty disables v1 reading (Phase 4 cutover).",
+    )
+    order_feed_topic_v2: str | None = env(
+        "TRADING_ORDER_FEED_TOPIC_V2",
+        "torghut.trade-updates.v2",
+        "Trade updates v2 (with account_label). Empty disables v2 reading.",
+    )
+    dlq_topic: str = env(
+        "TORGHUT_DLQ_TOPIC", "torghut.trading.dlq.v1", "Dead letters (reason, source coordinates)."
+    )
+    control_topic: str = env(
+        "TORGHUT_CONTROL_TOPIC", "torghut.control.v1", "Compacted control topic (kill switches)."
+    )
+
+    # ---- storage
+    database_url: SecretStr = env(
+        "DATABASE_URL",
+        SecretStr("postgresql://postgres@127.0.0.1:5432/torghut"),
+        "PostgreSQL DSN (asyncpg form, `postgresql://user:pass@host:port/db`).",
+    )
+    database_pool_size: int = env("TORGHUT_DATABASE_POOL_SIZE", 8, "asyncpg pool size per worker.")
+    clickhouse_dsn: SecretStr = env(
+        "CLICKHOUSE_DSN",
+        SecretStr("chdb://.data/chdb"),
+        "ClickHouse: `chdb://PATH` (embedded, default) or `http://user:pass@host:8123/db`.",
+    )
+
+    # ---- accounts
+    multi_account_enabled: bool = env(
+        "TRADING_MULTI_ACCOUNT_ENABLED",
+        False,
+        "Run one lane per enabled account of the registry; false = one lane from `APCA_*`.",
+    )
+    accounts_json: SecretStr | None = env(
+        "TRADING_ACCOUNTS_JSON",
+        None,
+        'Account registry as JSON: an array or `{"accounts": [...]}` of '
+        "`label, mode, api_key, secret_key, base_url, enabled`.",
+    )
+    accounts_file: Path | None = env(
+        "TRADING_ACCOUNTS_FILE", None, "Account registry as a YAML or JSON file (same entries)."
+    )
+    account_label: str = env(
+        "TRADING_ACCOUNT_LABEL",
+        "paper",
+        "Label of the single-account lane, and the last-resort attribution of v1 trade updates.",
+    )
+    apca_api_key_id: SecretStr | None = env(
+        "APCA_API_KEY_ID", None, "Alpaca key of the single-account lane."
+    )
+    apca_api_secret_key: SecretStr | None = env(
+        "APCA_API_SECRET_KEY", None, "Alpaca secret of the single-account lane."
+    )
+    apca_api_base_url: str = env(
+        "APCA_API_BASE_URL",
+        "https://paper-api.alpaca.markets",
+        "Alpaca REST base URL of the single-account lane (no `/v2`).",
+    )
+    trading_mode: str = env(
+        "TRADING_MODE",
+        "paper",
+        "Mode (`paper` or `live`) of the single-account lane; registry entries carry their own.",
+    )
+    live_enabled: bool = env(
+        "TRADING_LIVE_ENABLED",
+        False,
+        "Permission for any account in `live` mode; without it a live account is a startup error.",
+    )
+
+    # ---- strategy runtime
+    strategy_runtime_mode: RuntimeMode = env(
+        "TRADING_STRATEGY_RUNTIME_MODE",
+        RuntimeMode.legacy,
+        "`legacy` (MACD/RSI rule), `plugin_v3` or `scheduler_v3` (registry of plugins).",
+    )
+    strategy_scheduler_enabled: bool = env(
+        "TRADING_STRATEGY_SCHEDULER_ENABLED",
+        True,
+        "false = configuration is verified but the legacy behaviour is kept (dark start).",
+    )
+    strategy_runtime_fallback_legacy: bool = env(
+        "TRADING_STRATEGY_RUNTIME_FALLBACK_LEGACY",
+        True,
+        "Run the legacy rule when the plugins yield no intent.",
+    )
+    strategy_circuit_errors: int = env(
+        "TRADING_STRATEGY_RUNTIME_CIRCUIT_ERRORS",
+        3,
+        "Consecutive errors after which a strategy is degraded.",
+    )
+    strategy_circuit_cooldown_seconds: int = env(
+        "TRADING_STRATEGY_RUNTIME_CIRCUIT_COOLDOWN_SECONDS",
+        300,
+        "Seconds of signal event time a degraded strategy stays off.",
+    )
+    strategies_file: Path | None = env(
+        "TRADING_STRATEGIES_FILE", None, "Strategy catalogue (YAML or JSON file)."
+    )
+    strategies_json: str | None = env(
+        "TRADING_STRATEGIES_JSON", None, "Strategy catalogue as JSON (instead of a file)."
+    )
+
+    # ---- execution and risk
+    kill_switch_enabled: bool = env(
+        "TRADING_KILL_SWITCH_ENABLED",
+        False,
+        "Global kill switch: every lane rejects new orders (`kill_switch_enabled`).",
+    )
+    kill_switch_cancel_open_orders: bool = env(
+        "TRADING_KILL_SWITCH_CANCEL_OPEN_ORDERS",
+        False,
+        "When a kill switch is engaged, also cancel that account's open orders (once).",
+    )
+    max_decision_age_seconds: float = env(
+        "TRADING_MAX_DECISION_AGE_SECONDS",
+        600.0,
+        "A decision older than this (signal event time) is rejected as stale.",
+    )
+    max_notional_per_order: float = env(
+        "TRADING_MAX_NOTIONAL_PER_ORDER", 5000.0, "Hard cap on one order's notional (USD)."
+    )
+    max_position_pct_equity: float = env(
+        "TRADING_MAX_POSITION_PCT_EQUITY",
+        0.25,
+        "Largest position in one symbol as a fraction of equity.",
+    )
+    allow_shorts: bool = env("TRADING_ALLOW_SHORTS", False, "Allow sells that open a short.")
+    symbol_allowlist: str = env(
+        "TRADING_SYMBOL_ALLOWLIST", "", "Comma-separated symbols allowed to trade; empty = all."
+    )
+    broker_timeout_seconds: float = env(
+        "TRADING_BROKER_TIMEOUT_SECONDS", 5.0, "Timeout of one broker call (run in an executor)."
+    )
+    broker_rate_limit_per_minute: int = env(
+        "TRADING_BROKER_RATE_LIMIT_PER_MINUTE",
+        190,
+        "Per-account broker request budget (Alpaca allows 200/min).",
+    )
+    reconcile_interval_seconds: float = env(
+        "TRADING_RECONCILE_INTERVAL_SECONDS", 30.0, "Interval of the per-account REST reconciler."
+    )
+    snapshot_interval_seconds: float = env(
+        "TRADING_SNAPSHOT_INTERVAL_SECONDS", 60.0, "Interval of the account snapshot refresh."
+    )
+
+    # ---- feature flags
+    flags_backend: FlagsBackend = env(
+        "TRADING_FLAGS_BACKEND", FlagsBackend.static, "`static` (env/file) or `flipt`."
+    )
+    flags_file: Path | None = env(
+        "TRADING_FLAGS_FILE", None, "Static flags file (YAML/JSON: `{entity: {flag: bool}}`)."
+    )
+    flipt_url: str = env("FLIPT_URL", "http://127.0.0.1:8080", "Flipt server URL.")
+    flipt_namespace: str = env("FLIPT_NAMESPACE", "default", "Flipt namespace.")
+    flipt_token: SecretStr | None = env("FLIPT_TOKEN", None, "Flipt client token.")
+    flags_refresh_seconds: float = env(
+        "TRADING_FLAGS_REFRESH_SECONDS", 5.0, "How often flags are re-read while running."
+    )
+
+    # ---- signal source (ClickHouse)
+    signal_source: SignalSource = env(
+        "TRADING_SIGNAL_SOURCE",
+        SignalSource.kafka,
+        "`kafka` (the TA topic) or `clickhouse` (leader polls `ta_signals`).",
+    )
+    ta_freshness_slo_seconds: float = env(
+        "TRADING_TA_FRESHNESS_SLO_SECONDS", 120.0, "Max age of the newest TA signal per class."
+    )
+
+    # ---- testing and fault injection (never set in production)
+    crash_at: str | None = env(
+        "TORGHUT_CRASH_AT",
+        None,
+        "Test only: exit the worker at a named step of the submit path.",
+    )
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    get_settings.cache_clear()

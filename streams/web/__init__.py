@@ -1,0 +1,1 @@
+"""Web views on the faust web server (status, health, readiness, metrics)."""

@@ -1,0 +1,1 @@
+"""Changelog-backed tables. Importing this package registers them on `streams.app.app`."""
