@@ -80,7 +80,7 @@ class TaSignal(BaseModel):
 
     @property
     def sizing_price(self) -> float | None:
-        """Price for sizing: price/close, else session VWAP, else 5-minute VWAP, else bid/ask mid."""
+        """Sizing price: price/close, else session VWAP, else 5-minute VWAP, else bid/ask mid."""
         for candidate in (self.price, self.close):
             if candidate is not None and candidate > 0:
                 return candidate

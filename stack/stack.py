@@ -1,4 +1,4 @@
-"""Local stack without Docker: Apache Kafka (KRaft, jars from Maven Central) and a throwaway PostgreSQL.
+"""Local stack without Docker: Apache Kafka (KRaft, Maven Central jars) and a throwaway PostgreSQL.
 
 Usage: python stack/stack.py up|down|status|env
 
@@ -6,7 +6,7 @@ Usage: python stack/stack.py up|down|status|env
 - `down` stops only the processes this script started, by their recorded PIDs.
 - Readiness is real: Kafka answers a metadata request, Postgres answers `SELECT 1`.
 - Everything lives in `.cache/` (ignored): jars, the Maven repository, Kafka logs, the PG cluster.
-- `env` prints the connection settings as shell exports; `up` also writes them to `.cache/stack/env`.
+- `env` prints the connection settings as shell exports; `up` writes them to `.cache/stack/env`.
 """
 
 from __future__ import annotations
@@ -215,12 +215,12 @@ class Kafka:
                           "-c", str(self.config_file), heap="128m"),
                 check=True, stdout=subprocess.DEVNULL,
             )  # fmt: skip
-        out = open(KAFKA_DIR / "stdout.log", "ab")
-        proc = subprocess.Popen(
-            self.java("kafka.Kafka", str(self.config_file)),
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=KAFKA_DIR,
-        )  # fmt: skip
+        with open(KAFKA_DIR / "stdout.log", "ab") as out:
+            proc = subprocess.Popen(
+                self.java("kafka.Kafka", str(self.config_file)),
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=KAFKA_DIR,
+            )  # fmt: skip
         self.pid_file.write_text(str(proc.pid))
         log(f"kafka starting (pid {proc.pid}) on 127.0.0.1:{self.port}")
 
@@ -444,11 +444,11 @@ def down() -> None:
 
 
 def status() -> int:
-    kafka, pg, state = components()
+    kafka, pg, _ = components()
     k = read_pid(kafka.pid_file, kafka.marker)
     p = pg.running_pid()
-    print(f"kafka    {'up (pid %d) 127.0.0.1:%d' % (k, kafka.port) if k else 'down'}")
-    print(f"postgres {'up (pid %d) 127.0.0.1:%d' % (p, pg.port) if p else 'down'}")
+    print("kafka    " + (f"up (pid {k}) 127.0.0.1:{kafka.port}" if k else "down"))
+    print("postgres " + (f"up (pid {p}) 127.0.0.1:{pg.port}" if p else "down"))
     return 0 if (k and p) else 3
 
 
