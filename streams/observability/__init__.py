@@ -1,0 +1,1 @@
+"""Operability: lane status board, metrics, JSON logging, consumer lag and readiness."""

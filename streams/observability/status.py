@@ -1,0 +1,276 @@
+"""Live status of every account lane: what `/trading/status`, `/trading/health` and `lanes` show.
+
+Each lane owns its own `LaneStatus`; nothing one lane records can change another lane's state (the
+reference implementation let the next lane's success clear a failing lane's error).
+
+Health rule: a lane is unhealthy when
+- its last broker call failed with a non-retryable error class (auth, permission, config), or
+- broker errors have persisted (no success since the first error) for `error_grace_seconds`, or
+- its feature flags are unavailable (the lane fails safe and blocks orders), or
+- it is marked down (its task stopped or was never started while enabled).
+An engaged kill switch is *not* unhealthy: it is an operator's decision, shown on the page.
+Disabled lanes are never unhealthy.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from streams.observability.scrub import scrub_text
+
+NON_RETRYABLE_ERROR_CLASSES = frozenset({"auth", "permission", "forbidden", "config", "account"})
+DEFAULT_ERROR_GRACE_SECONDS = 60.0
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+@dataclass
+class _Event:
+    decision_hash: str
+    at: datetime
+    reasons: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"decision_hash": self.decision_hash, "at": _iso(self.at)}
+        if self.reasons:
+            out["reasons"] = list(self.reasons)
+        return out
+
+
+@dataclass
+class _Error:
+    kind: str
+    message: str
+    at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "at": _iso(self.at)}
+
+
+@dataclass
+class LaneStatus:
+    """Mutable status of one account lane; every method touches this lane only."""
+
+    account: str
+    clock: Clock = utc_now
+    error_grace_seconds: float = DEFAULT_ERROR_GRACE_SECONDS
+    mode: str | None = None
+    enabled: bool = False
+    up: bool = False
+    flags: dict[str, bool | None] = field(default_factory=dict)
+    flags_available: bool = True
+    kill_switch_engaged: bool = False
+    kill_switch_reason: str | None = None
+    last_decision: _Event | None = None
+    last_submission: _Event | None = None
+    last_rejection: _Event | None = None
+    last_error: _Error | None = None
+    last_ok_at: datetime | None = None
+    errors_since: datetime | None = None
+    consecutive_errors: int = 0
+    decisions_seen: int = 0
+    submissions: int = 0
+    rejections: int = 0
+    ledger_size: int | None = None
+    cursor: dict[str, Any] = field(default_factory=dict)
+    lag: list[dict[str, Any]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    # ---- configuration and liveness
+    def configure(self, *, mode: str | None = None, enabled: bool | None = None) -> None:
+        with self._lock:
+            if mode is not None:
+                self.mode = mode
+            if enabled is not None:
+                self.enabled = enabled
+
+    def set_up(self, up: bool = True) -> None:
+        """Mark the lane running (`True`) or stopped (`False`)."""
+        with self._lock:
+            self.up = up
+
+    # ---- traffic
+    def record_decision(self, decision_hash: str, at: datetime | None = None) -> None:
+        with self._lock:
+            self.last_decision = _Event(decision_hash, at or self.clock())
+            self.decisions_seen += 1
+
+    def record_submission(self, decision_hash: str, at: datetime | None = None) -> None:
+        """The broker acknowledged an order: also a successful broker call."""
+        with self._lock:
+            now = at or self.clock()
+            self.last_submission = _Event(decision_hash, now)
+            self.submissions += 1
+            self._clear_errors(now)
+
+    def record_rejection(
+        self, decision_hash: str, reasons: list[str] | tuple[str, ...], at: datetime | None = None
+    ) -> None:
+        with self._lock:
+            clean = tuple(scrub_text(str(r)) for r in reasons)
+            self.last_rejection = _Event(decision_hash, at or self.clock(), clean)
+            self.rejections += 1
+
+    def record_error(self, kind: str, message: str, at: datetime | None = None) -> None:
+        """A broker (or lane) call failed; `kind` is the error class (auth, rate_limit, ...)."""
+        with self._lock:
+            now = at or self.clock()
+            self.last_error = _Error(kind, scrub_text(message), now)
+            self.consecutive_errors += 1
+            if self.errors_since is None:
+                self.errors_since = now
+
+    def record_ok(self, at: datetime | None = None) -> None:
+        """A broker call of this lane succeeded: clears this lane's error state only."""
+        with self._lock:
+            self._clear_errors(at or self.clock())
+
+    def _clear_errors(self, now: datetime) -> None:
+        self.last_ok_at = now
+        self.errors_since = None
+        self.consecutive_errors = 0
+
+    # ---- controls and state
+    def set_flags(self, flags: Mapping[str, bool | None], available: bool) -> None:
+        with self._lock:
+            self.flags = dict(flags)
+            self.flags_available = available
+
+    def set_kill_switch(self, engaged: bool, reason: str | None = None) -> None:
+        with self._lock:
+            self.kill_switch_engaged = engaged
+            self.kill_switch_reason = scrub_text(reason) if reason else None
+
+    def set_cursor(self, cursor: Mapping[str, object]) -> None:
+        with self._lock:
+            self.cursor = dict(cursor)
+
+    def set_ledger_size(self, n: int) -> None:
+        with self._lock:
+            self.ledger_size = n
+
+    def set_lag(self, partitions: list[dict[str, Any]]) -> None:
+        """Lag of the input partitions this worker owns for the lane (set by the monitor)."""
+        with self._lock:
+            self.lag = [dict(p) for p in partitions]
+
+    # ---- health
+    def problems(self, now: datetime | None = None) -> list[str]:
+        """Why this lane is unhealthy; empty when healthy."""
+        with self._lock:
+            return self._problems(now or self.clock())
+
+    def _problems(self, now: datetime) -> list[str]:
+        if not self.enabled:
+            return []
+        problems: list[str] = []
+        if not self.up:
+            problems.append("lane_down")
+        if not self.flags_available:
+            problems.append("flags_unavailable")
+        if self.errors_since is not None and self.last_error is not None:
+            if self.last_error.kind in NON_RETRYABLE_ERROR_CLASSES:
+                problems.append(f"broker_error_{self.last_error.kind}")
+            elif now - self.errors_since >= timedelta(seconds=self.error_grace_seconds):
+                problems.append("broker_errors_persist")
+        return problems
+
+    def healthy(self, now: datetime | None = None) -> bool:
+        return not self.problems(now)
+
+    def snapshot(self, now: datetime | None = None) -> dict[str, Any]:
+        with self._lock:
+            now = now or self.clock()
+            problems = self._problems(now)
+            return {
+                "account": self.account,
+                "enabled": self.enabled,
+                "mode": self.mode,
+                "up": self.up,
+                "healthy": not problems,
+                "problems": problems,
+                "flags": dict(self.flags),
+                "flags_available": self.flags_available,
+                "kill_switch": {
+                    "engaged": self.kill_switch_engaged,
+                    "reason": self.kill_switch_reason,
+                },
+                "last_decision": self.last_decision.as_dict() if self.last_decision else None,
+                "last_submission": self.last_submission.as_dict() if self.last_submission else None,
+                "last_rejection": self.last_rejection.as_dict() if self.last_rejection else None,
+                "last_error": self.last_error.as_dict() if self.last_error else None,
+                "last_ok_at": _iso(self.last_ok_at),
+                "errors_since": _iso(self.errors_since),
+                "consecutive_errors": self.consecutive_errors,
+                "counts": {
+                    "decisions": self.decisions_seen,
+                    "submissions": self.submissions,
+                    "rejections": self.rejections,
+                },
+                "ledger_size": self.ledger_size,
+                "cursor": dict(self.cursor),
+                "lag": [dict(p) for p in self.lag],
+            }
+
+
+class StatusBoard:
+    """Every lane's status, keyed by account label (get-or-create)."""
+
+    def __init__(
+        self, clock: Clock = utc_now, error_grace_seconds: float = DEFAULT_ERROR_GRACE_SECONDS
+    ) -> None:
+        self._clock = clock
+        self._grace = error_grace_seconds
+        self._lanes: dict[str, LaneStatus] = {}
+        self._lock = threading.Lock()
+
+    def lane(self, account: str) -> LaneStatus:
+        with self._lock:
+            status = self._lanes.get(account)
+            if status is None:
+                status = LaneStatus(account, clock=self._clock, error_grace_seconds=self._grace)
+                self._lanes[account] = status
+            return status
+
+    def accounts(self) -> list[str]:
+        with self._lock:
+            return sorted(self._lanes)
+
+    def lanes(self) -> list[LaneStatus]:
+        with self._lock:
+            return [self._lanes[a] for a in sorted(self._lanes)]
+
+    def snapshot(self) -> dict[str, Any]:
+        now = self._clock()
+        lanes = {s.account: s.snapshot(now) for s in self.lanes()}
+        unhealthy = sorted(a for a, s in lanes.items() if not s["healthy"])
+        return {
+            "generated_at": now.isoformat(),
+            "healthy": not unhealthy,
+            "unhealthy": unhealthy,
+            "accounts": lanes,
+        }
+
+    def unhealthy(self) -> list[str]:
+        now = self._clock()
+        return [s.account for s in self.lanes() if not s.healthy(now)]
+
+    def reset(self) -> None:
+        """Forget every lane (tests)."""
+        with self._lock:
+            self._lanes.clear()
+
+
+board = StatusBoard()

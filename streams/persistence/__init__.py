@@ -1,0 +1,1 @@
+"""Postgres adapter: schema (SQLAlchemy models, Alembic), `db check`, and the asyncpg repository."""
