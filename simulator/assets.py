@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 # Fixed namespace so asset and account ids are identical across runs and processes.
@@ -15,7 +16,7 @@ EQUITY = "us_equity"
 CRYPTO = "crypto"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Asset:
     symbol: str  # order form: "AAPL", "BTC/USD"
     asset_class: str  # "us_equity" or "crypto"
@@ -26,9 +27,13 @@ class Asset:
     marginable: bool = True
     easy_to_borrow: bool = True
 
-    @property
+    @cached_property
     def id(self) -> uuid.UUID:
         return uuid.uuid5(SIM_NAMESPACE, "asset/" + self.symbol)
+
+    @cached_property
+    def id_str(self) -> str:
+        return str(self.id)
 
     @property
     def is_crypto(self) -> bool:
@@ -45,7 +50,7 @@ class Asset:
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "id": str(self.id),
+            "id": self.id_str,
             "class": self.asset_class,
             "exchange": self.exchange,
             "symbol": self.symbol,
@@ -123,7 +128,7 @@ class AssetBook:
             self._by_symbol[asset.symbol] = asset
             self._by_key[asset.symbol] = asset
             self._by_key[asset.position_symbol] = asset
-            self._by_key[str(asset.id)] = asset
+            self._by_key[asset.id_str] = asset
 
     def __iter__(self) -> Iterator[Asset]:
         return iter(self._by_symbol.values())

@@ -146,15 +146,18 @@ def validate(cfg: SimConfig) -> None:
             raise ValueError(f"account {account.label}: cash >= 0 and multiplier >= 1 required")
 
 
-def load_config(source: str | Path | Mapping[str, Any] | SimConfig | None = None) -> SimConfig:
-    """Read a config from a JSON/YAML path, a dict, or pass a SimConfig through."""
+ConfigSource = str | Path | Mapping[str, Any] | Sequence[Mapping[str, Any]] | SimConfig | None
+
+
+def load_config(source: ConfigSource = None) -> SimConfig:
+    """Read a config from a JSON/YAML path, a dict or account list, or pass a SimConfig through."""
     if source is None:
         return SimConfig()
     if isinstance(source, SimConfig):
         validate(source)
         return source
-    if isinstance(source, Mapping):
-        return config_from_mapping(source)
+    if not isinstance(source, (str, Path)):
+        return config_from_mapping(source)  # a dict or a list of accounts
     path = Path(source)
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() in (".yaml", ".yml"):
@@ -162,3 +165,50 @@ def load_config(source: str | Path | Mapping[str, Any] | SimConfig | None = None
 
         return config_from_mapping(yaml.safe_load(text) or {})
     return config_from_mapping(json.loads(text))
+
+
+def config_to_mapping(cfg: SimConfig) -> dict[str, Any]:
+    """The JSON form of a config (what ``load_config`` reads back), e.g. for a subprocess."""
+    return {
+        "accounts": [
+            {
+                "label": a.label,
+                "key": a.key,
+                "secret": a.secret,
+                "cash": str(a.cash),
+                "shorting_allowed": a.shorting_allowed,
+                "multiplier": str(a.multiplier),
+                "rate_limit_per_minute": a.rate_limit_per_minute,
+                "partial_fill_prob": a.partial_fill_prob,
+            }
+            for a in cfg.accounts
+        ],
+        "default_assets": False,
+        "assets": [
+            {
+                "symbol": a.symbol,
+                "class": a.asset_class,
+                "exchange": a.exchange,
+                "name": a.name,
+                "shortable": a.shortable,
+                "fractionable": a.fractionable,
+                "marginable": a.marginable,
+                "easy_to_borrow": a.easy_to_borrow,
+            }
+            for a in cfg.assets
+        ],
+        "prices": {s: str(p) for s, p in cfg.prices.items()},
+        "seed": cfg.seed,
+        "partial_fill_prob": cfg.partial_fill_prob,
+        "max_partial_fills": cfg.max_partial_fills,
+        "crypto_fee_rate": str(cfg.crypto_fee_rate),
+        "rate_limit_per_minute": cfg.rate_limit_per_minute,
+        "rate_limit_window_s": cfg.rate_limit_window_s,
+        "fill_delay_ms": cfg.fill_delay_ms,
+        "manual_clock": cfg.manual_clock,
+        "start_time": None if cfg.start_time is None else cfg.start_time.isoformat(),
+        "ws_binary_frames": cfg.ws_binary_frames,
+        "hang_max_s": cfg.hang_max_s,
+        "reorder_hold_ms": cfg.reorder_hold_ms,
+        "event_log_size": cfg.event_log_size,
+    }

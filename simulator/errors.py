@@ -1,4 +1,4 @@
-"""Alpaca error answers: HTTP status plus the numeric code alpaca-py exposes as ``APIError.code``."""
+"""Alpaca error answers: HTTP status plus the numeric code alpaca-py shows as ``APIError.code``."""
 
 from __future__ import annotations
 

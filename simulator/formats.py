@@ -1,9 +1,10 @@
-"""Wire formats shared by the REST API and the stream: decimals and timestamps as Alpaca sends them."""
+"""Wire formats shared by REST and the stream: decimals and timestamps as Alpaca sends them."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 # Alpaca accepts at most 9 decimal places for quantities and notionals.
 QTY_QUANTUM = Decimal("0.000000001")
@@ -44,9 +45,13 @@ def opt_decimal(value: Decimal | None) -> str | None:
     return None if value is None else fmt_decimal(value)
 
 
+@lru_cache(maxsize=8192)
 def fmt_ts(value: datetime) -> str:
-    """RFC 3339 UTC with microseconds, the form Alpaca uses for order timestamps."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 UTC with microseconds, the form Alpaca uses for order timestamps.
+
+    Cached: an order's timestamps are formatted again for every snapshot and event.
+    """
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def opt_ts(value: datetime | None) -> str | None:

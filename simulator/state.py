@@ -50,10 +50,13 @@ class Order:
     # Buying-power bookkeeping: the part of the order that opens exposure, at a reference price.
     opening_qty: Decimal = Decimal(0)
     ref_price: Decimal = Decimal(0)
+    held: Decimal = Decimal(0)  # quantity counted in the account's held_buy/held_sell
     # Matching bookkeeping.
-    scheduled: bool = False  # executions queued; not in the resting book
+    scheduled: bool = False  # an execution is queued
+    in_book: bool = False  # resting, waiting for the price to cross
     book_gen: int = 0  # invalidates stale resting-book heap entries
     cancel_requested: bool = False
+    reject: bool = False  # fault switch: reject right after the new event
     fill_plan: deque[Decimal] = field(default_factory=deque)  # planned execution sizes
 
     @property
@@ -96,7 +99,7 @@ class Order:
             "replaced_at": None,
             "replaced_by": None,
             "replaces": None,
-            "asset_id": str(self.asset.id),
+            "asset_id": self.asset.id_str,
             "symbol": self.asset.symbol,
             "asset_class": self.asset.asset_class,
             "notional": opt_decimal(self.notional),
@@ -168,7 +171,7 @@ class Position:
         change = (current - previous) / previous if previous != 0 else Decimal(0)
         q = Decimal("0.0000000001")
         return {
-            "asset_id": str(self.asset.id),
+            "asset_id": self.asset.id_str,
             "symbol": self.asset.position_symbol,
             "exchange": self.asset.exchange,
             "asset_class": self.asset.asset_class,
