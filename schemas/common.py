@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
@@ -32,3 +33,24 @@ Money = Annotated[
     Decimal,
     PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
 ]
+
+
+LABEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+LABEL_RULE = "1-64 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"
+
+
+def check_label(value: str) -> str:
+    """An account label: safe as a Kafka key, a metrics label, a Flipt entity id suffix
+    (`torghut:<label>`) and a control-topic scope (where `*` means every account)."""
+    if not isinstance(value, str) or LABEL_PATTERN.fullmatch(value) is None:
+        raise ValueError(f"account label must be {LABEL_RULE}")
+    return value
+
+
+AccountLabel = Annotated[str, AfterValidator(check_label)]
+
+
+def utc_now_millis() -> datetime:
+    """Now, truncated to the millisecond precision the JSON form keeps (exact round trips)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)

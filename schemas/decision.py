@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.common import Money, UtcDatetime
+from schemas.common import AccountLabel, Money, UtcDatetime
 
 
 class Action(str, Enum):
@@ -27,7 +27,7 @@ class AccountDecision(BaseModel):
 
     version: int = 1
     decision_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
-    account_label: str = Field(min_length=1, max_length=64)
+    account_label: AccountLabel
     strategy_id: str = Field(min_length=1)
     source_strategy_ids: tuple[str, ...] = ()
     symbol: str = Field(min_length=1)

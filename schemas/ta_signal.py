@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.common import UtcDatetime
 
@@ -46,8 +48,9 @@ class Imbalance(_Part):
     spread: float
     bid_px: float
     ask_px: float
-    bid_sz: int
-    ask_sz: int
+    # Doubles on the wire (crypto sizes are fractional).
+    bid_sz: float
+    ask_sz: float
 
 
 class VolRealized(_Part):
@@ -77,6 +80,12 @@ class TaSignal(BaseModel):
     # Not in the Avro record; JSON producers (and replays from bars) may carry a trade price.
     price: float | None = None
     close: float | None = None
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _null_version_is_1(cls, value: Any) -> Any:
+        # The Avro union is ["int", "null"] with default 1.
+        return 1 if value is None else value
 
     @property
     def sizing_price(self) -> float | None:

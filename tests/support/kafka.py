@@ -63,7 +63,7 @@ async def read_all(
         partitions = consumer.partitions_for_topic(topic) or set()
         deadline = time.monotonic() + timeout
         while not partitions and time.monotonic() < deadline:
-            await consumer.force_metadata_update()
+            await consumer.topics()  # refreshes cluster metadata
             partitions = consumer.partitions_for_topic(topic) or set()
             await asyncio.sleep(0.2)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
