@@ -1,4 +1,4 @@
-"""Row types the repository reads and writes (frozen, slotted dataclasses: cheap on the hot path)."""
+"""Row types the repository reads and writes (frozen, slotted dataclasses: cheap, hot path)."""
 
 from __future__ import annotations
 

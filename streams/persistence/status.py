@@ -1,0 +1,77 @@
+"""Status ranks: the order in which an execution or a decision may move, and only forwards.
+
+One table each, used by the repository's SQL (rendered as a CASE expression) and by Python
+callers. A terminal status has rank `TERMINAL` and never changes again; an unknown status ranks
+0, so it can never move anything backwards (a growing fill still applies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+TERMINAL = 100
+
+EXECUTION_RANKS: Mapping[str, int] = {
+    "submitting": 5,
+    "pending_new": 10,
+    "accepted": 15,
+    "accepted_for_bidding": 15,
+    "new": 20,
+    "held": 20,
+    "calculated": 30,
+    "partially_filled": 40,
+    "stopped": 45,
+    "suspended": 45,
+    "done_for_day": 50,
+    "pending_replace": 60,
+    "pending_cancel": 60,
+    "filled": TERMINAL,
+    "canceled": TERMINAL,
+    "expired": TERMINAL,
+    "rejected": TERMINAL,
+    "replaced": TERMINAL,
+}
+
+DECISION_RANKS: Mapping[str, int] = {
+    "planned": 0,
+    "submitting": 10,
+    "submitted": 20,
+    "partially_filled": 30,
+    "filled": TERMINAL,
+    "canceled": TERMINAL,
+    "expired": TERMINAL,
+    "rejected": TERMINAL,
+    "replaced": TERMINAL,
+}
+
+EXECUTION_TERMINAL: frozenset[str] = frozenset(
+    s for s, r in EXECUTION_RANKS.items() if r == TERMINAL
+)
+DECISION_TERMINAL: frozenset[str] = frozenset(s for s, r in DECISION_RANKS.items() if r == TERMINAL)
+
+
+def execution_rank(status: str) -> int:
+    return EXECUTION_RANKS.get(status, 0)
+
+
+def decision_rank(status: str) -> int:
+    return DECISION_RANKS.get(status, 0)
+
+
+def is_terminal_execution(status: str) -> bool:
+    return execution_rank(status) >= TERMINAL
+
+
+def decision_status_for(execution_status: str) -> str:
+    """The decision status that mirrors an execution status."""
+    if execution_status in DECISION_TERMINAL or execution_status == "partially_filled":
+        return execution_status
+    if execution_status == "submitting":
+        return "submitting"
+    return "submitted"
+
+
+def rank_sql(column: str, ranks: Mapping[str, int]) -> str:
+    """`CASE column WHEN 'x' THEN n ... ELSE 0 END`, built from a rank table (constants only)."""
+    whens = " ".join(f"WHEN '{status}' THEN {rank}" for status, rank in sorted(ranks.items()))
+    return f"(CASE {column} {whens} ELSE 0 END)"

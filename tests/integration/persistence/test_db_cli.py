@@ -1,0 +1,43 @@
+"""`faust -A streams.app db ...` as an operator runs it: exit codes and named problems."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def faust_db(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": dsn, "TRADING_MULTI_ACCOUNT_ENABLED": "true"}
+    return subprocess.run(
+        [sys.executable, "-m", "faust", "-A", "streams.app", "db", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+async def test_db_upgrade_then_check_names_a_dropped_column(pg_dsn: str) -> None:
+    upgraded = faust_db(pg_dsn, "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr[-2000:]
+    assert "database at 0003" in upgraded.stdout
+
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("ALTER TABLE execution_tca_metrics DROP COLUMN divergence_bps")
+    finally:
+        await conn.close()
+    checked = faust_db(pg_dsn, "check")
+    assert checked.returncode == 1
+    assert "PROBLEM: missing column execution_tca_metrics.divergence_bps" in checked.stdout
+    assert "postgres@" not in checked.stdout + checked.stderr  # the DSN never leaks
