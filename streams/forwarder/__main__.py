@@ -1,0 +1,31 @@
+"""`python -m streams.forwarder`: run the trade-updates forwarder until SIGINT/SIGTERM.
+
+The same runs as `faust -A streams.app forwarder`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from streams.forwarder.runner import forward_until_stopped
+from streams.observability.logging import install
+from streams.settings import get_settings
+
+
+async def _main() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await forward_until_stopped(get_settings(), stop)
+
+
+def main() -> None:
+    settings = get_settings()
+    install(settings.log_format, settings.log_level)
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()

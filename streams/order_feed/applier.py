@@ -1,0 +1,198 @@
+"""Apply a batch of re-keyed trade updates: store each event once, fold it into its execution.
+
+Per batch: decode, drop in-batch copies (v1 + v2 of one event), store the events of each account
+in one statement (`append_order_events`: fingerprint / source-coordinate dedupe), then apply every
+update in arrival order (`apply_order_update`: account-scoped with AND, monotonic in one
+statement, mirrors the decision status). Updates already stored are applied again on purpose: a
+crash between storing and applying must not lose the apply, and applying is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from streams.domain.order_feed import metrics
+from streams.domain.order_feed.model import (
+    Attribution,
+    ReconcileRequest,
+    TradeUpdate,
+    decode_record,
+)
+from streams.domain.order_feed.outcome import Outcome, classify, metrics_account
+from streams.domain.order_feed.rows import dedupe_batch, event_row, order_update_row
+from streams.order_feed.retry import retry_transient
+from streams.persistence.rows import ApplyResult, OrderEventRow, OrderUpdateRow
+
+log = logging.getLogger(__name__)
+
+
+class OrderFeedStore(Protocol):
+    async def append_order_events(self, rows: Sequence[OrderEventRow]) -> int: ...
+
+    async def apply_order_update(self, update: OrderUpdateRow) -> ApplyResult: ...
+
+
+DeadLetter = Callable[[Any, str, BaseException | None], Awaitable[None]]
+ReconcileTrigger = Callable[[str, str], Awaitable[None]]
+
+
+@dataclass
+class BatchReport:
+    """Counts of one batch (also exported as per-account prometheus counters)."""
+
+    received: int = 0
+    duplicates: int = 0
+    outcomes: dict[Outcome, int] = field(default_factory=dict)
+    dead_lettered: int = 0
+    reconcile_requests: int = 0
+
+    def count(self, outcome: Outcome) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+class OrderFeedApplier:
+    def __init__(
+        self,
+        store: OrderFeedStore,
+        *,
+        known_accounts: frozenset[str],
+        dead_letter: DeadLetter,
+        request_reconcile: ReconcileTrigger,
+    ) -> None:
+        self._store = store
+        self._known = known_accounts
+        self._dead_letter = dead_letter
+        self._request_reconcile = request_reconcile
+
+    async def apply(self, events: Sequence[Any]) -> BatchReport:
+        report = BatchReport()
+        pairs = await self._decode(events, report)
+        updates, copies = dedupe_batch([u for _, u in pairs])
+        event_of = {u.fingerprint: e for e, u in reversed(pairs)}
+        self._count_received(pairs, copies, report)
+        for account, rows in _by_account(updates).items():
+            await self._store_events(account, rows, event_of, report)
+        for update in updates:
+            await self._apply_one(update, event_of[update.fingerprint], report)
+        return report
+
+    async def _decode(
+        self, events: Sequence[Any], report: BatchReport
+    ) -> list[tuple[Any, TradeUpdate]]:
+        pairs: list[tuple[Any, TradeUpdate]] = []
+        for event in events:
+            try:
+                record = decode_record(event.value)
+            except (ValidationError, ValueError, TypeError) as exc:
+                await self._drop(event, "account_update_invalid", exc, report)
+                continue
+            if isinstance(record, ReconcileRequest):
+                report.reconcile_requests += 1
+                await self._request_reconcile(record.account_label, record.reason)
+            else:
+                pairs.append((event, record))
+        return pairs
+
+    def _count_received(
+        self, pairs: list[tuple[Any, TradeUpdate]], copies: int, report: BatchReport
+    ) -> None:
+        report.received += len(pairs)
+        seen: set[str] = set()
+        for _, update in pairs:
+            account = metrics_account(update.account_label, self._known)
+            metrics.EVENTS.labels(account, update.event).inc()
+            if update.attribution is Attribution.default:
+                metrics.UNATTRIBUTED.inc()
+            if update.fingerprint in seen:
+                metrics.DUPLICATES.labels(account).inc()
+            seen.add(update.fingerprint)
+        report.duplicates += copies
+
+    async def _store_events(
+        self,
+        account: str,
+        updates: list[TradeUpdate],
+        event_of: dict[str, Any],
+        report: BatchReport,
+    ) -> None:
+        rows = [event_row(u) for u in updates]
+        try:
+            inserted = await retry_transient(
+                lambda: self._store.append_order_events(rows), "append_order_events"
+            )
+        except Exception:  # noqa: BLE001 - a poison row: isolate it below
+            inserted = await self._store_one_by_one(updates, event_of, report)
+        stored_before = len(rows) - inserted
+        report.duplicates += stored_before
+        metrics.DUPLICATES.labels(metrics_account(account, self._known)).inc(stored_before)
+
+    async def _store_one_by_one(
+        self, updates: list[TradeUpdate], event_of: dict[str, Any], report: BatchReport
+    ) -> int:
+        inserted = 0
+        for update in updates:
+            row = event_row(update)
+            try:
+                inserted += await retry_transient(
+                    partial(self._store.append_order_events, [row]), "append_order_events"
+                )
+            except Exception as exc:  # noqa: BLE001 - poison: dead-letter this record only
+                await self._drop(
+                    event_of[update.fingerprint], "order_event_store_failed", exc, report
+                )
+                inserted += 1  # not a duplicate: keep it out of the duplicate count
+        return inserted
+
+    async def _apply_one(self, update: TradeUpdate, event: Any, report: BatchReport) -> None:
+        row = order_update_row(update)
+        try:
+            result = await retry_transient(
+                lambda: self._store.apply_order_update(row), "apply_order_update"
+            )
+        except Exception as exc:  # noqa: BLE001 - poison: dead-letter and move on
+            await self._drop(event, "order_update_apply_failed", exc, report)
+            return
+        outcome = classify(update, result)
+        report.count(outcome)
+        account = metrics_account(update.account_label, self._known)
+        counter = _OUTCOME_COUNTERS.get(outcome)
+        if counter is not None:
+            counter.labels(account).inc()
+        if outcome is Outcome.out_of_order:
+            log.info(
+                "stale trade update ignored",
+                extra={
+                    "account": update.account_label,
+                    "order_id": update.order_id,
+                    "event": update.event,
+                    "status": update.status,
+                    "execution_status": result.status,
+                },
+            )
+
+    async def _drop(
+        self, event: Any, reason: str, error: BaseException | None, report: BatchReport
+    ) -> None:
+        report.dead_lettered += 1
+        metrics.DROPPED.labels(reason).inc()
+        await self._dead_letter(event, reason, error)
+
+
+_OUTCOME_COUNTERS = {
+    Outcome.applied: metrics.APPLIED,
+    Outcome.out_of_order: metrics.OUT_OF_ORDER,
+    Outcome.unlinked: metrics.UNLINKED,
+}
+
+
+def _by_account(updates: list[TradeUpdate]) -> dict[str, list[TradeUpdate]]:
+    grouped: dict[str, list[TradeUpdate]] = {}
+    for update in updates:
+        grouped.setdefault(update.account_label, []).append(update)
+    return grouped

@@ -1,0 +1,62 @@
+"""Postgres calls on the order path: transient failures are retried, poison ones are raised.
+
+A batch of trade updates is acknowledged only after it was applied, so while Postgres is down
+the feed waits (lag grows and is visible) instead of skipping updates. A statement that fails
+for its data (a constraint, a bad value) is poison: the caller dead-letters that record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TransactionRollbackError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+async def retry_transient(
+    call: Callable[[], Awaitable[T]],
+    what: str,
+    *,
+    first_delay: float = 0.2,
+    max_delay: float = 5.0,
+    attempts: int | None = None,
+) -> T:
+    """`await call()`, retried with backoff while it fails transiently (forever by default)."""
+    delay = first_delay
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await call()
+        except Exception as exc:
+            if not is_transient(exc) or (attempts is not None and attempt >= attempts):
+                raise
+            log.warning(
+                "%s failed (%s), retrying in %.1fs",
+                what,
+                type(exc).__name__,
+                delay,
+                extra={"attempt": attempt},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)

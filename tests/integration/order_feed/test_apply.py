@@ -1,0 +1,239 @@
+"""The order-feed applier against real Postgres: the reference implementation's order-feed
+scenarios (dedupe, monotonic apply, attribution, account isolation, late linking)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+
+from streams.domain.order_feed.model import TradeUpdate, encode_record
+from streams.domain.order_feed.normalise import OwnerLookup, SourceCoordinates, normalise
+from streams.domain.order_feed.outcome import Outcome
+from streams.order_feed.applier import BatchReport, OrderFeedApplier
+from streams.persistence.repository import DecisionRow, ExecutionRow, Repository
+from tests.unit.order_feed.helpers import data, parse, v1, v2
+
+pytestmark = pytest.mark.integration
+
+ORDER_ID = "61e69015-8549-4bfd-b9c3-01e75843f47d"
+
+
+@dataclass
+class FakeEvent:
+    value: bytes
+
+
+class Harness:
+    def __init__(self, repo: Repository) -> None:
+        self.dead: list[str] = []
+        self.reconciles: list[str] = []
+        self.offset = 0
+        self.applier = OrderFeedApplier(
+            repo,
+            known_accounts=frozenset({"paper", "acct-a", "acct-b"}),
+            dead_letter=self._dead_letter,
+            request_reconcile=self._reconcile,
+        )
+
+    async def _dead_letter(self, event: Any, reason: str, error: BaseException | None) -> None:
+        self.dead.append(reason)
+
+    async def _reconcile(self, account: str, reason: str) -> None:
+        self.reconciles.append(account)
+
+    def update(
+        self, envelope: dict[str, Any], topic: str = "t.v2", owner: OwnerLookup | None = None
+    ) -> TradeUpdate:
+        self.offset += 1
+        return normalise(
+            parse(envelope),
+            SourceCoordinates(topic, 0, self.offset),
+            owner or (lambda c, o: None),
+            "paper",
+            received_at=datetime.now(UTC),
+        )
+
+    async def apply(self, *updates: TradeUpdate | bytes) -> BatchReport:
+        events = [FakeEvent(u if isinstance(u, bytes) else encode_record(u)) for u in updates]
+        return await self.applier.apply(events)
+
+
+def client_id(n: int) -> str:
+    return f"{n:064x}"
+
+
+async def seed(repo: Repository, account: str, n: int = 1, status: str = "new") -> None:
+    await repo.upsert_decisions(
+        [
+            DecisionRow(
+                account_label=account,
+                decision_hash=client_id(n),
+                strategy_id="s",
+                symbol="AAPL",
+                timeframe="1Sec",
+                action="buy",
+                event_ts=datetime.now(UTC),
+                status="submitting",
+            )
+        ]
+    )
+    await repo.upsert_execution(
+        ExecutionRow(
+            account_label=account,
+            client_order_id=client_id(n),
+            alpaca_order_id=ORDER_ID,
+            symbol="AAPL",
+            side="buy",
+            order_type="market",
+            time_in_force="day",
+            submitted_qty=Decimal(10),
+            status=status,
+        )
+    )
+
+
+async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def execution_state(dsn: str, account: str) -> tuple[str, Decimal, Decimal | None]:
+    rows = await fetch(
+        dsn,
+        "SELECT status, filled_qty, avg_fill_price FROM executions WHERE alpaca_account_label=$1",
+        account,
+    )
+    assert len(rows) == 1
+    return rows[0]["status"], rows[0]["filled_qty"], rows[0]["avg_fill_price"]
+
+
+async def event_rows(dsn: str, account: str) -> list[asyncpg.Record]:
+    return await fetch(
+        dsn,
+        "SELECT event_type, execution_id, trade_decision_id FROM execution_order_events "
+        "WHERE alpaca_account_label=$1 ORDER BY id",
+        account,
+    )
+
+
+def fill(n_filled: str, exec_id: str, event: str = "partial_fill", **kw: Any) -> dict[str, Any]:
+    status = "filled" if event == "fill" else "partially_filled"
+    return data(
+        event,
+        execution_id=exec_id,
+        qty="5",
+        price=kw.pop("price", "100"),
+        status=status,
+        filled_qty=n_filled,
+        filled_avg_price=kw.pop("avg", "100"),
+        client_order_id=client_id(1),
+        **kw,
+    )
+
+
+async def test_v1_and_v2_copies_and_replays_give_one_row_each(
+    repo: Repository, head_dsn: str
+) -> None:
+    h = Harness(repo)
+    await seed(repo, "acct-a")
+    first, second = fill("5", "x-1"), fill("10", "x-2", "fill", avg="101", price="102")
+    owner_a: OwnerLookup = lambda c, o: "acct-a"  # noqa: E731
+    report = await h.apply(
+        h.update(v1(first), "t.v1", owner_a),
+        h.update(v2(first, "acct-a")),
+        h.update(v2(second, "acct-a")),
+    )
+    assert (report.received, report.duplicates) == (3, 1)
+    # The v1 copy of the second fill comes in a later batch, then the stream replays it.
+    later = await h.apply(
+        h.update(v1(second, seq=7), "t.v1", owner_a), h.update(v2(second, "acct-a", seq=9))
+    )
+    assert later.duplicates == 2
+    assert later.outcomes == {Outcome.unchanged: 1}  # already applied: not out of order
+    assert [r["event_type"] for r in await event_rows(head_dsn, "acct-a")] == [
+        "partial_fill",
+        "fill",
+    ]
+    assert await execution_state(head_dsn, "acct-a") == ("filled", Decimal(10), Decimal(101))
+    decisions = await fetch(head_dsn, "SELECT status FROM trade_decisions")
+    assert [d["status"] for d in decisions] == ["filled"]
+
+
+async def test_stale_event_does_not_regress_a_filled_execution(
+    repo: Repository, head_dsn: str
+) -> None:
+    h = Harness(repo)
+    await seed(repo, "acct-a")
+    report = await h.apply(
+        h.update(v2(fill("10", "x-2", "fill", avg="101"), "acct-a")),
+        h.update(v2(fill("5", "x-1"), "acct-a")),
+        h.update(v2(data("new", qty=None, status="new", filled_qty="0"), "acct-a")),
+    )
+    assert report.outcomes == {Outcome.applied: 1, Outcome.out_of_order: 2}
+    assert await execution_state(head_dsn, "acct-a") == ("filled", Decimal(10), Decimal(101))
+    assert len(await event_rows(head_dsn, "acct-a")) == 3  # all stored, none applied backwards
+
+
+async def test_missing_order_identity_and_garbage_are_dead_lettered(repo: Repository) -> None:
+    h = Harness(repo)
+    report = await h.apply(b"{not json", b'{"kind": "trade_update"}')
+    assert report.dead_lettered == 2
+    assert h.dead == ["account_update_invalid", "account_update_invalid"]
+
+
+async def test_v1_event_with_the_default_label_never_touches_another_account(
+    repo: Repository, head_dsn: str
+) -> None:
+    h = Harness(repo)
+    await seed(repo, "acct-b")  # B owns an execution with this very order id
+    update = h.update(v1(fill("10", "x-9", "fill")), "t.v1")
+    assert update.account_label == "paper"
+    report = await h.apply(update)
+    assert report.outcomes == {Outcome.unlinked: 1}
+    assert await execution_state(head_dsn, "acct-b") == ("new", Decimal(0), None)
+    assert await event_rows(head_dsn, "acct-b") == []
+    stored = await event_rows(head_dsn, "paper")
+    assert [r["execution_id"] for r in stored] == [None]
+
+
+async def test_v2_and_order_level_labels_win_over_the_default(
+    repo: Repository, head_dsn: str
+) -> None:
+    h = Harness(repo)
+    await seed(repo, "acct-a")
+    await seed(repo, "paper")
+    await h.apply(h.update(v2(fill("5", "x-1"), "acct-a")))
+    await h.apply(h.update(v1(fill("10", "x-2", "fill", account_label="acct-a")), "t.v1"))
+    assert await execution_state(head_dsn, "acct-a") == ("filled", Decimal(10), Decimal(100))
+    assert await execution_state(head_dsn, "paper") == ("new", Decimal(0), None)
+
+
+async def test_event_before_its_execution_is_linked_when_the_execution_appears(
+    repo: Repository, head_dsn: str
+) -> None:
+    h = Harness(repo)
+    report = await h.apply(h.update(v2(fill("10", "x-2", "fill", avg="99.5"), "acct-a")))
+    assert report.outcomes == {Outcome.unlinked: 1}
+    assert [r["execution_id"] for r in await event_rows(head_dsn, "acct-a")] == [None]
+    await seed(repo, "acct-a")  # the lane records the POST answer after the fill arrived
+    linked = await event_rows(head_dsn, "acct-a")
+    assert linked[0]["execution_id"] is not None
+    assert linked[0]["trade_decision_id"] is not None
+    assert await execution_state(head_dsn, "acct-a") == ("filled", Decimal(10), Decimal("99.5"))
+
+
+async def test_reconcile_requests_are_forwarded_not_applied(repo: Repository) -> None:
+    from streams.domain.order_feed.model import ReconcileRequest
+
+    h = Harness(repo)
+    request = ReconcileRequest(account_label="acct-b", reason="x", requested_at=datetime.now(UTC))
+    report = await h.apply(encode_record(request))
+    assert (report.reconcile_requests, h.reconciles) == (1, ["acct-b"])
