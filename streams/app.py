@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import faust
 
+from streams.observability.logging import logging_config
 from streams.settings import Settings, get_settings
 
 
@@ -35,8 +36,9 @@ def create_app(settings: Settings) -> faust.App:
         # dead letter with its raw bytes instead of an exception inside faust.
         key_serializer="raw",
         value_serializer="raw",
-        # Our own logging setup (JSON, secret redaction) is installed by streams.observability.
+        # Our own logging setup (JSON by default, secret redaction): streams.observability.logging.
         loghandlers=[],
+        logging_config=logging_config(settings.log_format, settings.log_level),
     )
 
 

@@ -3,13 +3,17 @@
 Each lane owns its own `LaneStatus`; nothing one lane records can change another lane's state (the
 reference implementation let the next lane's success clear a failing lane's error).
 
-Health rule: a lane is unhealthy when
-- its last broker call failed with a non-retryable error class (auth, permission, config), or
-- broker errors have persisted (no success since the first error) for `error_grace_seconds`, or
+Health rule: an enabled lane this worker runs (or may run: ownership unknown) is unhealthy when
+- its last broker call failed with a non-retryable error class (auth, permission, ...), or
+- broker errors have persisted for `error_grace_seconds` (no success since the first error) and are
+  still occurring (the last one is less than `error_grace_seconds` old), or
 - its feature flags are unavailable (the lane fails safe and blocks orders), or
-- it is marked down (its task stopped or was never started while enabled).
+- it is down: the lane agent is not running here, or the lane called `mark_down(reason)`.
 An engaged kill switch is *not* unhealthy: it is an operator's decision, shown on the page.
-Disabled lanes are never unhealthy.
+Disabled lanes, and lanes whose partition another worker owns, are never unhealthy here.
+
+Recording an event also feeds the per-account Prometheus counters (decisions, orders, rejections,
+broker errors, signal→ack latency), so that callers record each event once.
 """
 
 from __future__ import annotations
@@ -20,12 +24,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from streams.observability import metrics
 from streams.observability.scrub import scrub_text
 
-NON_RETRYABLE_ERROR_CLASSES = frozenset({"auth", "permission", "forbidden", "config", "account"})
+NON_RETRYABLE_ERROR_CLASSES = frozenset(
+    {"auth", "unauthorized", "permission", "forbidden", "config", "account_blocked"}
+)
 DEFAULT_ERROR_GRACE_SECONDS = 60.0
 
 Clock = Callable[[], datetime]
+
+
+def error_class_of(kind: str) -> str:
+    """`reconcile:auth` → `auth`: callers may prefix the class with the failing activity."""
+    return kind.rsplit(":", 1)[-1].strip().lower()
 
 
 def utc_now() -> datetime:
@@ -68,7 +80,9 @@ class LaneStatus:
     error_grace_seconds: float = DEFAULT_ERROR_GRACE_SECONDS
     mode: str | None = None
     enabled: bool = False
-    up: bool = False
+    owned: bool | None = None  # this worker holds the lane's partition (None: not known yet)
+    agent_running: bool | None = None  # the lane agent runs here (None: not known yet)
+    down_reason: str | None = None
     flags: dict[str, bool | None] = field(default_factory=dict)
     flags_available: bool = True
     kill_switch_engaged: bool = False
@@ -96,24 +110,47 @@ class LaneStatus:
             if enabled is not None:
                 self.enabled = enabled
 
-    def set_up(self, up: bool = True) -> None:
-        """Mark the lane running (`True`) or stopped (`False`)."""
+    def mark_down(self, reason: str) -> None:
+        """The lane cannot run (e.g. its broker client could not be built)."""
         with self._lock:
-            self.up = up
+            self.down_reason = scrub_text(reason)
+
+    def mark_up(self) -> None:
+        with self._lock:
+            self.down_reason = None
+
+    def set_placement(self, *, owned: bool | None, agent_running: bool | None) -> None:
+        """Where the lane runs (set by the monitor from the worker's assignment)."""
+        with self._lock:
+            self.owned = owned
+            self.agent_running = agent_running
+
+    @property
+    def up(self) -> bool:
+        return self.owned is not False and self.agent_running is not False and not self.down_reason
 
     # ---- traffic
     def record_decision(self, decision_hash: str, at: datetime | None = None) -> None:
         with self._lock:
             self.last_decision = _Event(decision_hash, at or self.clock())
             self.decisions_seen += 1
+        metrics.LANE_DECISIONS.labels(account=self.account).inc()
 
-    def record_submission(self, decision_hash: str, at: datetime | None = None) -> None:
-        """The broker acknowledged an order: also a successful broker call."""
+    def record_submission(
+        self, decision_hash: str, at: datetime | None = None, *, signal_at: datetime | None = None
+    ) -> None:
+        """The broker acknowledged an order (also a successful broker call).
+
+        `signal_at` (the signal's event time) feeds the signal→broker-ack latency histogram.
+        """
         with self._lock:
             now = at or self.clock()
             self.last_submission = _Event(decision_hash, now)
             self.submissions += 1
             self._clear_errors(now)
+        metrics.LANE_ORDERS.labels(account=self.account).inc()
+        if signal_at is not None:
+            metrics.observe_signal_to_ack(self.account, signal_at, now)
 
     def record_rejection(
         self, decision_hash: str, reasons: list[str] | tuple[str, ...], at: datetime | None = None
@@ -122,6 +159,8 @@ class LaneStatus:
             clean = tuple(scrub_text(str(r)) for r in reasons)
             self.last_rejection = _Event(decision_hash, at or self.clock(), clean)
             self.rejections += 1
+        for reason in clean or ("unspecified",):
+            metrics.LANE_REJECTIONS.labels(account=self.account, reason=reason).inc()
 
     def record_error(self, kind: str, message: str, at: datetime | None = None) -> None:
         """A broker (or lane) call failed; `kind` is the error class (auth, rate_limit, ...)."""
@@ -131,6 +170,7 @@ class LaneStatus:
             self.consecutive_errors += 1
             if self.errors_since is None:
                 self.errors_since = now
+        metrics.BROKER_ERRORS.labels(account=self.account, **{"class": kind}).inc()
 
     def record_ok(self, at: datetime | None = None) -> None:
         """A broker call of this lane succeeded: clears this lane's error state only."""
@@ -173,17 +213,23 @@ class LaneStatus:
             return self._problems(now or self.clock())
 
     def _problems(self, now: datetime) -> list[str]:
-        if not self.enabled:
+        if not self.enabled or self.owned is False:
             return []
         problems: list[str] = []
-        if not self.up:
+        if self.agent_running is False:
+            problems.append("lane_agent_not_running")
+        if self.down_reason:
             problems.append("lane_down")
         if not self.flags_available:
             problems.append("flags_unavailable")
-        if self.errors_since is not None and self.last_error is not None:
-            if self.last_error.kind in NON_RETRYABLE_ERROR_CLASSES:
-                problems.append(f"broker_error_{self.last_error.kind}")
-            elif now - self.errors_since >= timedelta(seconds=self.error_grace_seconds):
+        error, grace = self.last_error, timedelta(seconds=self.error_grace_seconds)
+        if self.errors_since is not None and error is not None:
+            error_class = error_class_of(error.kind)
+            if error_class in NON_RETRYABLE_ERROR_CLASSES:
+                problems.append(f"broker_error_{error_class}")
+            # A streak longer than the grace that is still going on (callers that never report
+            # success, such as a reconciler, recover once errors stop for a grace period).
+            elif now - self.errors_since >= grace and now - error.at < grace:
                 problems.append("broker_errors_persist")
         return problems
 
@@ -198,7 +244,9 @@ class LaneStatus:
                 "account": self.account,
                 "enabled": self.enabled,
                 "mode": self.mode,
+                "owned": self.owned,
                 "up": self.up,
+                "down_reason": self.down_reason,
                 "healthy": not problems,
                 "problems": problems,
                 "flags": dict(self.flags),
@@ -243,6 +291,12 @@ class StatusBoard:
                 status = LaneStatus(account, clock=self._clock, error_grace_seconds=self._grace)
                 self._lanes[account] = status
             return status
+
+    def set_error_grace(self, seconds: float) -> None:
+        with self._lock:
+            self._grace = seconds
+            for status in self._lanes.values():
+                status.error_grace_seconds = seconds
 
     def accounts(self) -> list[str]:
         with self._lock:

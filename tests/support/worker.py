@@ -79,8 +79,25 @@ class Worker:
         raise AssertionError(f"{self.name}: no {needle!r} within {timeout}s:\n{self.tail()}")
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        """Ready = faust reports its worker ready (recovery done, agents started)."""
-        self.wait_for_log("[^Worker]: Ready", timeout)
+        """Ready = `/readyz` answers 200 (recovery done, Kafka and Postgres answer). Without the
+        web server (or the view), faust's own `[^Worker]: Ready` log line."""
+        deadline = time.monotonic() + timeout
+        web = self.env.get("TORGHUT_WEB_ENABLED", "true").lower() not in ("0", "false", "no")
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
+            logged = any("[^Worker]: Ready" in line for line in self.lines)
+            if web:
+                try:
+                    status = self.get("/readyz", timeout=2.0).status_code
+                except requests.RequestException:
+                    status = None
+                if status == 200 or (status == 404 and logged):
+                    return
+            elif logged:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name}: not ready within {timeout}s:\n{self.tail()}")
 
     def get(self, path: str, timeout: float = 5.0) -> requests.Response:
         return requests.get(self.url + path, timeout=timeout)

@@ -1,0 +1,123 @@
+"""Cross-cutting Prometheus metrics (default registry), defined once here.
+
+Lane counters (decisions, orders, rejections, broker errors) and the signal→ack histogram are fed by
+`streams.observability.status` so that callers record an event once; broker call latency is timed
+by the broker adapter with `time_broker_call`. Lag, recovery and lane gauges are refreshed by the
+monitor timer and at every scrape (`streams.observability.runtime`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+SIGNAL_TO_BROKER_ACK = Histogram(
+    "torghut_signal_to_broker_ack_seconds",
+    "Signal event time to broker acknowledgement of the resulting order.",
+    ["account"],
+    buckets=LATENCY_BUCKETS,
+)
+BROKER_CALL = Histogram(
+    "torghut_broker_call_seconds",
+    "Duration of one broker API call.",
+    ["account", "call"],
+    buckets=LATENCY_BUCKETS,
+)
+BROKER_ERRORS = Counter(
+    "torghut_broker_errors_total",
+    "Failed broker calls by error class (auth, rate_limit, timeout, rejected, server, ...).",
+    ["account", "class"],
+)
+LANE_DECISIONS = Counter(
+    "torghut_lane_decisions_total", "Decisions a lane has taken up.", ["account"]
+)
+LANE_ORDERS = Counter(
+    "torghut_lane_orders_submitted_total", "Orders the broker acknowledged.", ["account"]
+)
+LANE_REJECTIONS = Counter(
+    "torghut_lane_rejections_total",
+    "Decisions a lane rejected before submission, by reason.",
+    ["account", "reason"],
+)
+LANE_UP = Gauge(
+    "torghut_lane_up", "1 when the lane runs on this worker (exported by its owner).", ["account"]
+)
+LANE_HEALTHY = Gauge(
+    "torghut_lane_healthy", "1 when the lane is healthy (see /trading/health).", ["account"]
+)
+KILL_SWITCH_ENGAGED = Gauge(
+    "torghut_kill_switch_engaged", "1 when the lane's kill switch is engaged.", ["account"]
+)
+CONSUMER_LAG_RECORDS = Gauge(
+    "torghut_consumer_lag_records",
+    "Records between the group's committed offset and the log end (partitions this worker owns).",
+    ["topic", "partition"],
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "torghut_consumer_lag_seconds",
+    "Age of the next unconsumed record (0 when caught up).",
+    ["topic", "partition"],
+)
+OLDEST_UNPROCESSED_AGE = Gauge(
+    "torghut_oldest_unprocessed_message_age_seconds",
+    "Age of the oldest unprocessed record over the partitions this worker owns.",
+)
+TABLE_RECOVERY_REMAINING = Gauge(
+    "torghut_table_recovery_remaining_records",
+    "Changelog records left to restore (active: blocks readiness; standby: replicas).",
+    ["kind"],
+)
+READY = Gauge("torghut_ready", "1 when /readyz answers ready.")
+
+
+def observe_signal_to_ack(account: str, signal_at: datetime, ack_at: datetime) -> None:
+    SIGNAL_TO_BROKER_ACK.labels(account=account).observe(
+        max(0.0, (ack_at - signal_at).total_seconds())
+    )
+
+
+@contextmanager
+def time_broker_call(account: str, call: str) -> Iterator[None]:
+    """Time one broker call: `with time_broker_call("acct-a", "submit_order"): ...`."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        BROKER_CALL.labels(account=account, call=call).observe(time.perf_counter() - started)
+
+
+class LabelledGauge:
+    """Sets a labelled gauge to a full new set of values, removing series that disappeared."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+        self._seen: set[tuple[str, ...]] = set()
+
+    def replace(self, values: Iterable[tuple[tuple[str, ...], float]]) -> None:
+        current: set[tuple[str, ...]] = set()
+        for labels, value in values:
+            self._gauge.labels(*labels).set(value)
+            current.add(labels)
+        for stale in self._seen - current:
+            with suppress(KeyError):
+                self._gauge.remove(*stale)
+        self._seen = current
+
+
+consumer_lag_records = LabelledGauge(CONSUMER_LAG_RECORDS)
+consumer_lag_seconds = LabelledGauge(CONSUMER_LAG_SECONDS)
+lane_up = LabelledGauge(LANE_UP)
+lane_healthy = LabelledGauge(LANE_HEALTHY)
+kill_switch_engaged = LabelledGauge(KILL_SWITCH_ENGAGED)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The default registry in Prometheus text format, with its content type."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

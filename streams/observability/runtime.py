@@ -1,0 +1,271 @@
+"""The worker side of observability: reads the faust app's state, refreshes gauges and lanes.
+
+One `WorkerObservability` per process (`for_app(app)`), shared by the web views and the monitor
+timer. It owns a `BrokerLagReader` (lazily started in the worker's event loop) and the readiness
+probes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import faust
+from aiokafka import TopicPartition
+
+from streams.observability import metrics
+from streams.observability.lag import (
+    BrokerLagReader,
+    PartitionLag,
+    bootstrap_servers,
+    partition_for_key,
+)
+from streams.observability.readiness import (
+    CachedProbe,
+    PostgresProbe,
+    Probe,
+    Readiness,
+    recovery_check,
+)
+from streams.observability.status import StatusBoard, board
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+LEADER_TOPIC_MARK = "__assignor-__leader"
+
+
+@dataclass(frozen=True)
+class LaneConfig:
+    label: str
+    mode: str
+    enabled: bool
+
+
+def configure_board(target: StatusBoard, lanes: Iterable[LaneConfig]) -> None:
+    """Every configured account appears on the board before any traffic."""
+    for lane in lanes:
+        target.lane(lane.label).configure(mode=lane.mode, enabled=lane.enabled)
+
+
+def registry_lanes(settings: Settings) -> list[LaneConfig]:
+    """The account registry's lanes; a registry error is the lanes' startup error, not ours."""
+    from streams.domain.accounts import load_registry
+
+    registry = load_registry(settings, strict=False)
+    return [LaneConfig(a.label, str(a.mode), a.enabled) for a in registry.accounts]
+
+
+def group_id(app: faust.App) -> str:
+    """The consumer group faust commits under (app id, plus `-v{version}` when version > 1)."""
+    return str(app.conf.id)
+
+
+def agent_topics(app: faust.App) -> set[str]:
+    return {name for agent in app.agents.values() for name in agent.get_topic_names()}
+
+
+def owned_stream_partitions(app: faust.App) -> set[TopicPartition]:
+    """Source partitions assigned to this worker (changelogs and the leader topic excluded)."""
+    try:
+        assigned = app.consumer.assignment()
+    except Exception:  # noqa: BLE001 - no consumer yet (not started): owns nothing
+        return set()
+    changelogs = set(app.tables.changelog_topics)
+    return {
+        TopicPartition(tp.topic, tp.partition)
+        for tp in assigned
+        if tp.topic not in changelogs and LEADER_TOPIC_MARK not in tp.topic
+    }
+
+
+def _recovery(app: faust.App) -> Any:
+    """faust's table Recovery service (not on the TableManagerT interface)."""
+    return cast(Any, app.tables).recovery
+
+
+def recovery_remaining(app: faust.App) -> tuple[int, int]:
+    """(active, standby) changelog records left to restore."""
+    recovery = _recovery(app)
+    return int(recovery.active_remaining_total()), int(recovery.standby_remaining_total())
+
+
+def agents_running(app: faust.App, topic: str) -> bool | None:
+    """Whether the agents consuming `topic` have a live actor (None: no such agent)."""
+    agents = [a for a in app.agents.values() if topic in set(a.get_topic_names())]
+    if not agents:
+        return None
+    for agent in agents:
+        actors = list(getattr(agent, "_actors", ()))
+        if not any(_actor_alive(actor) for actor in actors):
+            return False
+    return True
+
+
+def _actor_alive(actor: Any) -> bool:
+    task = getattr(actor, "actor_task", None)
+    return task is not None and not task.done() and not getattr(actor, "crashed", False)
+
+
+def lane_partitions(account: str, topics: Mapping[str, int]) -> dict[str, int]:
+    """The partition of each account-keyed topic (`{topic: partition count}`) for `account`."""
+    key = account.encode()
+    return {topic: partition_for_key(key, n) for topic, n in topics.items() if n > 0}
+
+
+class WorkerObservability:
+    def __init__(self, app: faust.App, settings: Settings, target: StatusBoard) -> None:
+        self.app = app
+        self.settings = settings
+        self.board = target
+        self.board.set_error_grace(settings.lane_error_grace_seconds)
+        self._reader: BrokerLagReader | None = None
+        self._kafka = CachedProbe(self._kafka_probe)
+        self._pg = PostgresProbe(settings.database_url.get_secret_value())
+        self._postgres = CachedProbe(self._pg)
+        self._configured = False
+        self._registry_warned = False
+        self.last_lag: list[PartitionLag] = []
+        self.last_readiness: Readiness | None = None
+
+    # ---- setup
+    def configure_lanes(self) -> None:
+        if self._configured:
+            return
+        try:
+            configure_board(self.board, registry_lanes(self.settings))
+        except Exception as exc:  # noqa: BLE001 - reported by the lanes at startup
+            if not self._registry_warned:
+                self._registry_warned = True
+                logger.warning("status board: account registry unavailable: %s", type(exc).__name__)
+            return
+        self._configured = True
+
+    def use_postgres_probe(self, probe: Probe) -> None:
+        """Let the persistence layer supply a pool-based probe (`SELECT 1` on its pool)."""
+        self._postgres = CachedProbe(probe)
+
+    async def reader(self) -> BrokerLagReader:
+        if self._reader is None:
+            reader = BrokerLagReader(
+                bootstrap_servers(self.settings.kafka_brokers),
+                group_id(self.app),
+                client_id=f"{self.settings.app_id}-observability",
+            )
+            await reader.start()
+            self._reader = reader
+        return self._reader
+
+    async def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.stop()
+        await self._pg.close()
+
+    async def _kafka_probe(self) -> None:
+        await (await self.reader()).ping()
+
+    # ---- readiness
+    async def readiness(self) -> Readiness:
+        recovery = _recovery(self.app)
+        active, _ = recovery_remaining(self.app)
+        checks = {
+            "recovery": recovery_check(
+                completed=recovery.completed.is_set(),
+                in_recovery=bool(recovery.in_recovery),
+                rebalancing=bool(self.app.rebalancing),
+                remaining=active,
+            ),
+            "kafka": await self._kafka.check(),
+            "postgres": await self._postgres.check(),
+        }
+        result = Readiness(checks)
+        self.last_readiness = result
+        metrics.READY.set(1 if result.ready else 0)
+        return result
+
+    # ---- refresh
+    async def refresh(self) -> None:
+        """Monitor tick: lag from the broker for owned partitions, lanes, gauges."""
+        self.configure_lanes()
+        owned = owned_stream_partitions(self.app)
+        reader = await self.reader()
+        rows = await reader.read({tp.topic for tp in owned}, only=owned) if owned else []
+        self.last_lag = rows
+        metrics.consumer_lag_records.replace(((r.topic, str(r.partition)), r.lag) for r in rows)
+        metrics.consumer_lag_seconds.replace(
+            ((r.topic, str(r.partition)), r.lag_seconds) for r in rows
+        )
+        metrics.OLDEST_UNPROCESSED_AGE.set(max((r.lag_seconds for r in rows), default=0.0))
+        await self._place_lanes(reader, owned, rows)
+        await self.readiness()
+        self.refresh_gauges()
+
+    def _account_topics(self) -> list[str]:
+        from streams.topics import account_updates_topic
+
+        return [self.settings.decisions_topic, account_updates_topic.get_topic_name()]
+
+    async def _place_lanes(
+        self, reader: BrokerLagReader, owned: set[TopicPartition], rows: list[PartitionLag]
+    ) -> None:
+        topics = self._account_topics()
+        counts = await reader.partition_counts(topics)
+        by_tp = {(r.topic, r.partition): r for r in rows}
+        running = agents_running(self.app, self.settings.decisions_topic)
+        for lane in self.board.lanes():
+            parts = lane_partitions(lane.account, counts)
+            decisions_p = parts.get(self.settings.decisions_topic)
+            owns = (
+                None
+                if decisions_p is None
+                else TopicPartition(self.settings.decisions_topic, decisions_p) in owned
+            )
+            lane.set_placement(owned=owns, agent_running=running if owns else None)
+            lane.set_lag([by_tp[(t, p)].as_dict() for t, p in parts.items() if (t, p) in by_tp])
+
+    def refresh_gauges(self) -> None:
+        """No-I/O refresh, also run at every scrape: recovery and lane gauges."""
+        try:
+            active, standby = recovery_remaining(self.app)
+        except Exception:  # noqa: BLE001 - tables not set up (e.g. not a worker)
+            active, standby = 0, 0
+        metrics.TABLE_RECOVERY_REMAINING.labels(kind="active").set(active)
+        metrics.TABLE_RECOVERY_REMAINING.labels(kind="standby").set(standby)
+        local = [lane for lane in self.board.lanes() if lane.enabled and lane.owned is not False]
+        snapshot = [(lane.account, lane.snapshot()) for lane in local]
+        metrics.lane_up.replace(((a,), 1.0 if s["up"] else 0.0) for a, s in snapshot)
+        metrics.lane_healthy.replace(((a,), 1.0 if s["healthy"] else 0.0) for a, s in snapshot)
+        metrics.kill_switch_engaged.replace(
+            ((a,), 1.0 if s["kill_switch"]["engaged"] else 0.0) for a, s in snapshot
+        )
+
+    def worker_info(self) -> dict[str, Any]:
+        owned = owned_stream_partitions(self.app)
+        try:
+            active, standby = recovery_remaining(self.app)
+            in_recovery = bool(_recovery(self.app).in_recovery)
+        except Exception:  # noqa: BLE001
+            active, standby, in_recovery = 0, 0, False
+        return {
+            "app_id": self.settings.app_id,
+            "group_id": group_id(self.app),
+            "owned_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in owned),
+            "in_recovery": in_recovery,
+            "rebalancing": bool(self.app.rebalancing),
+            "recovery_remaining": {"active": active, "standby": standby},
+            "ready": self.last_readiness.ready if self.last_readiness else None,
+            "lag": [r.as_dict() for r in self.last_lag],
+        }
+
+
+_instances: dict[int, WorkerObservability] = {}
+
+
+def for_app(app: faust.App, settings: Settings) -> WorkerObservability:
+    key = id(app)
+    if key not in _instances:
+        _instances[key] = WorkerObservability(app, settings, board)
+    return _instances[key]

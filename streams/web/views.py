@@ -1,0 +1,85 @@
+"""Operational endpoints on the faust web server.
+
+- `/healthz`: liveness (the event loop answers and the app has not crashed).
+- `/readyz`: 200 once table recovery is done and Kafka and Postgres answer, else 503.
+- `/trading/status`: every lane (flags, kill switch, last decision/submission/error, lag, ledger).
+- `/trading/health`: 200, or 503 naming the unhealthy lanes and why.
+- `/metrics`: Prometheus text format (default registry).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust import web
+
+from streams.app import app, settings
+from streams.observability import metrics
+from streams.observability.runtime import WorkerObservability, for_app
+
+
+def observability() -> WorkerObservability:
+    return for_app(app, settings)
+
+
+@app.page("/healthz", name="healthz")
+class Healthz(web.View):
+    """Liveness probe."""
+
+    async def get(self, request: web.Request, **kwargs: Any) -> web.Response:
+        crash = app.crash_reason
+        if crash is not None:
+            return self.json({"alive": False, "reason": type(crash).__name__}, status=503)
+        return self.json({"alive": True})
+
+
+@app.page("/readyz", name="readyz")
+class Readyz(web.View):
+    """Readiness probe: recovery done, Kafka and Postgres answer."""
+
+    async def get(self, request: web.Request, **kwargs: Any) -> web.Response:
+        result = await observability().readiness()
+        return self.json(result.as_dict(), status=200 if result.ready else 503)
+
+
+@app.page("/trading/status", name="trading_status")
+class TradingStatus(web.View):
+    """Per-account lane status and this worker's view of its partitions."""
+
+    async def get(self, request: web.Request, **kwargs: Any) -> web.Response:
+        obs = observability()
+        obs.configure_lanes()
+        body = obs.board.snapshot()
+        body["worker"] = obs.worker_info()
+        return self.json(body)
+
+
+@app.page("/trading/health", name="trading_health")
+class TradingHealth(web.View):
+    """503 naming the unhealthy lanes (and their problems) when any lane is unhealthy."""
+
+    async def get(self, request: web.Request, **kwargs: Any) -> web.Response:
+        obs = observability()
+        obs.configure_lanes()
+        lanes = {s.account: s.problems() for s in obs.board.lanes()}
+        unhealthy = {account: problems for account, problems in lanes.items() if problems}
+        body = {
+            "healthy": not unhealthy,
+            "unhealthy": sorted(unhealthy),
+            "problems": unhealthy,
+            "lanes": {account: not problems for account, problems in lanes.items()},
+        }
+        return self.json(body, status=503 if unhealthy else 200)
+
+
+@app.page("/metrics", name="metrics")
+class Metrics(web.View):
+    """Prometheus scrape endpoint."""
+
+    async def get(self, request: web.Request, **kwargs: Any) -> web.Response:
+        obs = observability()
+        await obs.readiness()
+        obs.refresh_gauges()
+        payload, content_type = metrics.exposition()
+        # Through headers: aiohttp's `content_type=` refuses the `version`/`charset` parameters.
+        return self.bytes(payload, headers={"Content-Type": content_type})
