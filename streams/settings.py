@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     )
     log_level: str = env("TORGHUT_LOG_LEVEL", "INFO", "Log level (DEBUG, INFO, WARNING, ERROR).")
     log_format: str = env("TORGHUT_LOG_FORMAT", "json", "Log format: `json` or `text`.")
+    monitor_interval_seconds: float = env(
+        "TORGHUT_MONITOR_INTERVAL_SECONDS",
+        5.0,
+        "How often consumer lag, recovery and lane gauges are refreshed (`/metrics`, status).",
+    )
+    lane_error_grace_seconds: float = env(
+        "TORGHUT_LANE_ERROR_GRACE_SECONDS",
+        60.0,
+        "Retryable broker errors without a success for this long make a lane unhealthy.",
+    )
 
     # ---- topics
     signals_topic: str = env(
@@ -112,7 +122,8 @@ class Settings(BaseSettings):
     clickhouse_dsn: SecretStr = env(
         "CLICKHOUSE_DSN",
         SecretStr("chdb://.data/chdb"),
-        "ClickHouse: `chdb://PATH` (embedded, default) or `http://user:pass@host:8123/db`.",
+        "ClickHouse: `chdb://PATH[?database=DB]` (embedded, default; a relative PATH is under "
+        "the working directory) or `http://user:pass@host:8123/DB`; DB defaults to `torghut`.",
     )
 
     # ---- accounts
@@ -229,6 +240,36 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = env(
         "TRADING_RECONCILE_INTERVAL_SECONDS", 30.0, "Interval of the per-account REST reconciler."
     )
+    reconcile_account_timeout_seconds: float = env(
+        "TRADING_RECONCILE_ACCOUNT_TIMEOUT_SECONDS",
+        25.0,
+        "Time budget of one account's reconciliation (accounts run in parallel, each bounded).",
+    )
+    reconcile_pending_after_seconds: float = env(
+        "TRADING_RECONCILE_PENDING_AFTER_SECONDS",
+        30.0,
+        "A decision planned/submitting for longer is looked up at the broker by client order id.",
+    )
+
+    # ---- order feed and trade-updates forwarder
+    order_feed_batch_size: int = env(
+        "TORGHUT_ORDER_FEED_BATCH_SIZE", 200, "Trade updates applied to Postgres per batch."
+    )
+    order_feed_batch_seconds: float = env(
+        "TORGHUT_ORDER_FEED_BATCH_SECONDS",
+        0.2,
+        "Longest wait to fill an order-feed batch before applying what arrived.",
+    )
+    forwarder_emit_v1: bool = env(
+        "TORGHUT_FORWARDER_EMIT_V1",
+        False,
+        "Trade-updates forwarder: also write v1 envelopes (no account) next to v2.",
+    )
+    forwarder_accounts: str = env(
+        "TORGHUT_FORWARDER_ACCOUNTS",
+        "",
+        "Trade-updates forwarder: comma-separated account labels to stream; empty = all enabled.",
+    )
     snapshot_interval_seconds: float = env(
         "TRADING_SNAPSHOT_INTERVAL_SECONDS", 60.0, "Interval of the account snapshot refresh."
     )
@@ -253,8 +294,34 @@ class Settings(BaseSettings):
         SignalSource.kafka,
         "`kafka` (the TA topic) or `clickhouse` (leader polls `ta_signals`).",
     )
+    clickhouse_poll_interval_seconds: float = env(
+        "TRADING_CLICKHOUSE_POLL_INTERVAL_SECONDS",
+        1.0,
+        "Interval of the leader's ClickHouse poll (`TRADING_SIGNAL_SOURCE=clickhouse`).",
+    )
+    clickhouse_batch_size: int = env(
+        "TRADING_CLICKHOUSE_BATCH_SIZE", 5000, "Rows per ClickHouse poll page (and replay page)."
+    )
+    clickhouse_lookback_seconds: float = env(
+        "TRADING_CLICKHOUSE_LOOKBACK_SECONDS",
+        30.0,
+        "Rows landing up to this much older than the cursor are still read, once.",
+    )
     ta_freshness_slo_seconds: float = env(
         "TRADING_TA_FRESHNESS_SLO_SECONDS", 120.0, "Max age of the newest TA signal per class."
+    )
+    ta_freshness_enabled: bool = env(
+        "TRADING_TA_FRESHNESS_ENABLED",
+        False,
+        "Check the newest `ta_signals` event time per class (crypto, equity) in ClickHouse.",
+    )
+    ta_freshness_interval_seconds: float = env(
+        "TRADING_TA_FRESHNESS_INTERVAL_SECONDS", 15.0, "Interval of the TA freshness check."
+    )
+    ta_freshness_block_orders: bool = env(
+        "TRADING_TA_FRESHNESS_BLOCK_ORDERS",
+        False,
+        "Refuse new orders (`ta_stale`) for symbols whose class has stale TA.",
     )
 
     # ---- testing and fault injection (never set in production)

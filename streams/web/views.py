@@ -2,8 +2,10 @@
 
 - `/healthz`: liveness (the event loop answers and the app has not crashed).
 - `/readyz`: 200 once table recovery is done and Kafka and Postgres answer, else 503.
-- `/trading/status`: every lane (flags, kill switch, last decision/submission/error, lag, ledger).
-- `/trading/health`: 200, or 503 naming the unhealthy lanes and why.
+- `/trading/status`: every lane (flags, kill switch, last decision/submission/error, lag, ledger),
+  plus the ClickHouse source and TA freshness.
+- `/trading/health`: 200, or 503 naming the unhealthy lanes and why (or stale TA that blocks
+  orders); it always carries the TA freshness view.
 - `/metrics`: Prometheus text format (default registry).
 """
 
@@ -14,6 +16,7 @@ from typing import Any
 from faust import web
 
 from streams.app import app, settings
+from streams.clickhouse.status import clickhouse_status, freshness_health
 from streams.observability import metrics
 from streams.observability.runtime import WorkerObservability, for_app
 
@@ -51,6 +54,7 @@ class TradingStatus(web.View):
         obs.configure_lanes()
         body = obs.board.snapshot()
         body["worker"] = obs.worker_info()
+        body["clickhouse"] = clickhouse_status()
         return self.json(body)
 
 
@@ -63,13 +67,17 @@ class TradingHealth(web.View):
         obs.configure_lanes()
         lanes = {s.account: s.problems() for s in obs.board.lanes()}
         unhealthy = {account: problems for account, problems in lanes.items() if problems}
+        ta = freshness_health()
+        # Stale TA is an upstream problem; it fails this check only when it stops trading.
+        ta_blocks = ta["ta_stale"] and settings.ta_freshness_block_orders
         body = {
-            "healthy": not unhealthy,
+            "healthy": not unhealthy and not ta_blocks,
             "unhealthy": sorted(unhealthy),
             "problems": unhealthy,
             "lanes": {account: not problems for account, problems in lanes.items()},
+            **ta,
         }
-        return self.json(body, status=503 if unhealthy else 200)
+        return self.json(body, status=503 if unhealthy or ta_blocks else 200)
 
 
 @app.page("/metrics", name="metrics")

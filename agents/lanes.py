@@ -1,0 +1,134 @@
+"""The `lanes` agent: account decisions (and re-driven ones) → each account's execution lane.
+
+concurrency=1 and no `isolated_partitions`: one actor per worker handles decisions in partition
+order, so an account's ledger has a single writer and a decision is never processed twice at
+once. `isolated_partitions` would run one actor per *topic* partition, and a decision on the
+decisions topic and its re-drive on the retry topic would then race. Isolation between accounts
+comes instead from the lane never waiting: each broker call is bounded by its timeout, nothing
+retries in place (parked decisions are re-driven through the retry topic), and a lane in backoff
+makes no broker call at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+from mode import BaseSignalT
+
+from schemas.codecs import DecodeError, decode_decision, encode_decision
+from streams.app import app, settings
+from streams.broker.pool import get_broker_pool
+from streams.dlq import dead_letter_event
+from streams.execution.runtime import (
+    get_control_feed,
+    get_lane_service,
+    lane_service_if_built,
+    owned_accounts,
+)
+from streams.execution.service import LaneService
+from streams.execution.startup import load_accounts
+from tables.ledger import FaustLedger
+
+log = logging.getLogger(__name__)
+
+RETRY_TOPIC = f"{settings.app_id}-lane-retries"
+CURSOR_MIRROR_EVERY = 5  # upkeep ticks
+
+lane_input = app.topic(
+    settings.decisions_topic,
+    RETRY_TOPIC,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.topic_partitions,
+    internal=True,  # declares the retry topic (an existing decisions topic is left as it is)
+)
+lane_retries = app.topic(
+    RETRY_TOPIC,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.topic_partitions,
+)
+
+
+@app.on_worker_init.connect
+def refuse_bad_accounts(
+    sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+) -> None:
+    """Before the worker starts: a bad registry (e.g. live without permission) exits non-zero."""
+    load_accounts(settings)
+
+
+@app.agent(lane_input, name="lanes", concurrency=1)
+async def lanes(stream: faust.StreamT[bytes]) -> None:
+    """Account decisions (and re-driven ones) -> each account's execution lane and the broker."""
+    await get_control_feed().caught_up.wait()  # never trade through a kill switch not yet read
+    service = get_lane_service()
+    async for event in stream.events():
+        await take_decision(event, service)
+
+
+async def take_decision(event: faust.EventT[bytes], service: LaneService) -> None:
+    consumed_at = time.perf_counter()
+    try:
+        decision = decode_decision(event.value)
+    except DecodeError as exc:
+        await dead_letter_event(event, exc.reason, exc)
+        return
+    if service.lane(decision.account_label) is None:
+        await dead_letter_event(event, "account_not_enabled", decision.account_label)
+        return
+    try:
+        await service.handle(decision, consumed_at)
+    except Exception as exc:  # the ledger itself failed; the entry is re-driven after restart
+        log.exception("lane could not take a decision", extra={"account": decision.account_label})
+        await dead_letter_event(event, "lane_failure", exc)
+
+
+class _Upkeep:
+    ticks = 0
+    resume_pending = False
+
+
+@app.on_rebalance_complete.connect
+async def tables_recovered(
+    sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+) -> None:
+    """After every recovery (start, rebalance) the ledger is scanned for unfinished entries."""
+    _Upkeep.resume_pending = True
+
+
+async def lanes_upkeep() -> None:
+    """Re-drive parked decisions, resume after a rebalance, show controls, mirror cursors."""
+    service = lane_service_if_built()
+    if service is None:
+        return
+    if _Upkeep.resume_pending:
+        _Upkeep.resume_pending = False
+        service.resume(FaustLedger().scan())
+    for decision in service.due_retries():
+        await lane_retries.send(
+            key=decision.account_label.encode(), value=encode_decision(decision)
+        )
+    service.watch_controls(owned_accounts(app, service))
+    _Upkeep.ticks += 1
+    if _Upkeep.ticks % CURSOR_MIRROR_EVERY == 0:
+        await service.mirror_cursors()
+
+
+# Registered without decorator syntax: faust's `timer` decorator is untyped.
+app.timer(interval=1.0, name="lanes-upkeep")(lanes_upkeep)
+
+
+@app.on_before_shutdown.connect
+async def close_lanes(sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
+    service = lane_service_if_built()
+    if service is not None:
+        await service.close()
+    get_broker_pool().close()

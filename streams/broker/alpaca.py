@@ -1,0 +1,178 @@
+"""Alpaca adapter: one alpaca-py `TradingClient` per account, never blocking the event loop.
+
+- The client targets the account's own `base_url` (`url_override`) and its own mode
+  (`paper=account.mode == "paper"`), with `raw_data=True` (dicts; money stays decimal strings).
+- alpaca-py is synchronous and has no timeout: every call runs in the account's own bounded
+  thread pool, under an asyncio timeout, and the HTTP session itself gets a socket timeout so a
+  hung request releases its thread.
+- alpaca-py retries 429 and 504 (POST included) three times with a blocking 3 s sleep. That
+  would hold the lane's thread for 9 s and re-POST an order that may have landed; it is turned
+  off. A 504 is answered here by a lookup by client order id; if an order is ever re-POSTed
+  anyway, the broker's 422 duplicate answer is resolved the same way (`submit_order` fetches it).
+- A per-account token bucket keeps the account under Alpaca's 200 requests/minute; a call that
+  would wait longer than `max_token_wait` fails fast with `rate_limit` instead of blocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, TypeVar
+
+import requests
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
+from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest
+
+from streams.broker.errors import BrokerError, ErrorClass, classify
+from streams.broker.ratelimit import TokenBucket
+from streams.domain.accounts import Account, AccountMode
+from streams.domain.sizing import OrderPlan
+from streams.observability.metrics import time_broker_call
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Order = dict[str, Any]
+
+
+class _TimeoutSession(requests.Session):
+    """A session whose requests time out (alpaca-py passes no timeout at all)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self._timeout
+        return super().request(method, url, *args, **kwargs)
+
+
+def make_trading_client(account: Account, timeout: float) -> TradingClient:
+    client = TradingClient(
+        api_key=account.api_key.get_secret_value(),
+        secret_key=account.secret_key.get_secret_value(),
+        paper=account.mode is AccountMode.paper,
+        raw_data=True,
+        url_override=account.base_url,
+    )
+    # alpaca-py exposes neither a timeout nor "no retries" (retry_attempts=0 is ignored): set the
+    # RESTClient attributes it reads. tests/unit/execution/test_broker.py pins them.
+    client._session = _TimeoutSession(timeout)
+    client._retry = 0
+    client._retry_codes = []
+    return client
+
+
+class AlpacaBroker:
+    """The broker calls of one account lane, async and classified (`BrokerError`)."""
+
+    def __init__(
+        self,
+        account: Account,
+        *,
+        timeout_seconds: float,
+        rate_limit_per_minute: int,
+        max_workers: int = 4,
+        max_token_wait: float = 0.5,
+    ) -> None:
+        self.label = account.label
+        self._timeout = timeout_seconds
+        # Typed Any: with raw_data=True alpaca-py returns dicts where its hints say models.
+        self._client: Any = make_trading_client(account, timeout_seconds)
+        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix=f"broker-{self.label}")
+        self._bucket = TokenBucket(rate_limit_per_minute)
+        self._max_token_wait = max_token_wait
+
+    async def _take_token(self) -> None:
+        wait = self._bucket.try_acquire()
+        if wait == 0.0:
+            return
+        if wait > self._max_token_wait:
+            raise BrokerError(ErrorClass.rate_limit, message="local request budget exhausted")
+        await asyncio.sleep(wait)
+        if self._bucket.try_acquire() != 0.0:
+            raise BrokerError(ErrorClass.rate_limit, message="local request budget exhausted")
+
+    async def _call(self, call: str, fn: Callable[[], T]) -> T:
+        await self._take_token()
+        loop = asyncio.get_running_loop()
+        with time_broker_call(self.label, call):
+            try:
+                # The socket timeout normally fires first (a clean `timeout`); this is the backstop.
+                return await asyncio.wait_for(
+                    loop.run_in_executor(self._executor, fn), self._timeout + 1.0
+                )
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a BrokerError
+                raise classify(exc) from None
+
+    # ---- orders
+    async def submit_order(self, plan: OrderPlan) -> Order:
+        """POST the order. A 422 that is a duplicate client order id returns the existing order."""
+        request = MarketOrderRequest(
+            symbol=plan.symbol,
+            qty=float(plan.qty),
+            side=OrderSide(plan.side.value),
+            time_in_force=TimeInForce(plan.time_in_force),
+            client_order_id=plan.client_order_id,
+        )
+        try:
+            return await self._call("submit_order", lambda: self._client.submit_order(request))
+        except BrokerError as exc:
+            if exc.kind is not ErrorClass.duplicate:
+                raise
+            existing = await self.order_by_client_id(plan.client_order_id)
+            if existing is None:  # 40010001 was a plain validation error, not a duplicate
+                raise BrokerError(ErrorClass.rejected, exc.status, exc.code, exc.message) from None
+            log.info(
+                "order already existed at the broker (duplicate client_order_id)",
+                extra={"account": self.label, "client_order_id": plan.client_order_id},
+            )
+            return existing
+
+    async def order_by_client_id(self, client_order_id: str) -> Order | None:
+        return await self._maybe(
+            "get_order_by_client_id", lambda: self._client.get_order_by_client_id(client_order_id)
+        )
+
+    async def order_by_id(self, order_id: str) -> Order | None:
+        return await self._maybe("get_order_by_id", lambda: self._client.get_order_by_id(order_id))
+
+    async def _maybe(self, call: str, fn: Callable[[], Any]) -> Order | None:
+        try:
+            return dict(await self._call(call, fn))
+        except BrokerError as exc:
+            if exc.kind is ErrorClass.not_found:
+                return None
+            raise
+
+    async def list_orders(
+        self, status: str = "open", after: datetime | None = None, limit: int = 500
+    ) -> list[Order]:
+        request = GetOrdersRequest(
+            status=QueryOrderStatus(status), after=after, limit=limit, nested=False
+        )
+        orders = await self._call("get_orders", lambda: self._client.get_orders(filter=request))
+        return [dict(o) for o in orders]
+
+    async def cancel_open_orders(self) -> list[dict[str, Any]]:
+        """DELETE /v2/orders (cancellation is asynchronous: `canceled` arrives on the stream)."""
+        answers = await self._call("cancel_orders", self._client.cancel_orders)
+        return [dict(a) for a in answers or []]
+
+    # ---- account
+    async def account(self) -> dict[str, Any]:
+        return dict(await self._call("get_account", self._client.get_account))
+
+    async def positions(self) -> list[dict[str, Any]]:
+        return [
+            dict(p) for p in await self._call("get_all_positions", self._client.get_all_positions)
+        ]
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._client._session.close()

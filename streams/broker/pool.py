@@ -1,0 +1,37 @@
+"""One `AlpacaBroker` per account per process, shared by the lane, the snapshot timer and the
+reconciler so that they draw on one request budget (Alpaca limits per account)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from streams.broker.alpaca import AlpacaBroker
+from streams.domain.accounts import Account
+from streams.settings import Settings, get_settings
+
+
+class BrokerPool:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._brokers: dict[str, AlpacaBroker] = {}
+
+    def for_account(self, account: Account) -> AlpacaBroker:
+        broker = self._brokers.get(account.label)
+        if broker is None:
+            broker = AlpacaBroker(
+                account,
+                timeout_seconds=self._settings.broker_timeout_seconds,
+                rate_limit_per_minute=self._settings.broker_rate_limit_per_minute,
+            )
+            self._brokers[account.label] = broker
+        return broker
+
+    def close(self) -> None:
+        for broker in self._brokers.values():
+            broker.close()
+        self._brokers.clear()
+
+
+@lru_cache(maxsize=1)
+def get_broker_pool() -> BrokerPool:
+    return BrokerPool(get_settings())

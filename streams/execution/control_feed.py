@@ -1,0 +1,131 @@
+"""Every worker reads the whole compacted control topic, from the beginning, with no group.
+
+A consumer group would split the partitions between workers, and a kill switch must reach every
+worker that may run the lane. So each worker assigns itself every partition, replays the
+compacted history (the current state), and then follows new commands as they arrive (≈100 ms).
+`caught_up` is set once the replay reached the end offsets seen at start: lanes do not submit
+before it, so a restart never trades through an engaged switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from schemas.codecs import DecodeError, decode_control
+from schemas.control import ControlCommand
+from streams.domain.kill_switch import KillSwitchBook, scope_of_key
+
+log = logging.getLogger(__name__)
+
+# (command or None for a tombstone, scope, live): `live` is False during the start-up replay.
+ChangeListener = Callable[[ControlCommand | None, str, bool], None]
+
+
+class ControlFeed:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        book: KillSwitchBook,
+        *,
+        client_id: str = "torghut-control",
+    ) -> None:
+        self.topic = topic
+        self.book = book
+        self.caught_up = asyncio.Event()
+        self.errors = 0
+        self._bootstrap = bootstrap_servers
+        self._client_id = client_id
+        self._listeners: list[ChangeListener] = []
+        self._warned = False
+
+    def subscribe(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    async def run(self) -> None:
+        """Replay, then follow the topic until cancelled."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            group_id=None,  # no group: this consumer gets every partition, never a share
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=100,
+        )
+        consumer.subscribe(topics=[self.topic])
+        await consumer.start()
+        try:
+            end: dict[TopicPartition, int] | None = None
+            while True:
+                batch = await consumer.getmany(timeout_ms=200)
+                for records in batch.values():
+                    for record in records:
+                        self._apply(record)
+                if not self.caught_up.is_set():
+                    end = end or await self._end_offsets(consumer)
+                    if end is not None and await self._reached(consumer, end):
+                        self._mark_caught_up()
+        finally:
+            await consumer.stop()
+
+    async def _end_offsets(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int] | None:
+        """The end offsets at start (what the replay must reach), once partitions are assigned."""
+        assigned = consumer.assignment()
+        if not assigned:
+            if not self._warned:
+                log.info("waiting for the control topic %s", self.topic)
+                self._warned = True
+            return None
+        return dict(await consumer.end_offsets(list(assigned)))
+
+    @staticmethod
+    async def _reached(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
+        for tp, offset in end.items():
+            if offset > 0 and await consumer.position(tp) < offset:
+                return False
+        return True
+
+    def _mark_caught_up(self) -> None:
+        if not self.caught_up.is_set():
+            log.info("control topic replayed", extra={"kill_switches": self.book.as_dict()})
+            self.caught_up.set()
+
+    def _apply(self, record: ConsumerRecord) -> None:
+        live = self.caught_up.is_set()
+        if record.value is None:
+            scope = scope_of_key(record.key)
+            if scope is not None and self.book.forget(scope):
+                self._notify(None, scope, live)
+            return
+        try:
+            command = decode_control(record.value)
+        except DecodeError as exc:
+            self.errors += 1
+            log.warning(
+                "undecodable control record skipped",
+                extra={
+                    "reason": exc.reason,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                },
+            )
+            return
+        if self.book.apply(command):
+            log.info(
+                "kill switch %s for %s",
+                "engaged" if command.engaged else "released",
+                command.scope,
+                extra={"reason": command.reason, "operator": command.operator, "live": live},
+            )
+            self._notify(command, command.scope, live)
+
+    def _notify(self, command: ControlCommand | None, scope: str, live: bool) -> None:
+        for listener in self._listeners:
+            try:
+                listener(command, scope, live)
+            except Exception:  # one listener must not stop the feed
+                log.exception("control listener failed")

@@ -1,0 +1,454 @@
+"""One execution lane: one account's decisions → risk → ledger → broker → Postgres.
+
+The submit path, with the ledger written before every side effect:
+
+    received ──(risk, sizing)──▶ planned ──(decision row)──▶ [controls] ──▶ submitting (durable)
+        ──POST──▶ submitted (durable) ──(decision + execution rows)──▶ done
+
+Nothing here loops or sleeps for one account: a broker call is bounded by its timeout, and an
+outcome that cannot be settled now (ambiguous POST, broker or database down, backoff) parks the
+entry with a `retry_at`; the lane service re-drives it later through the lane retry topic. An
+ambiguous POST (timeout, connection error, 5xx, 504) is followed by one immediate lookup by
+client order id; an entry found in `submitting` (redelivered, re-driven) is always looked up
+before it is submitted again. The broker's duplicate-client-id answer is the last line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from schemas.control import ControlCommand
+from schemas.decision import AccountDecision
+from streams.broker.errors import BrokerError, ErrorClass
+from streams.domain.accounts import Account
+from streams.domain.ledger import LedgerEntry, LedgerState, Step, ledger_key, received
+from streams.domain.risk import (
+    STALE,
+    FlagView,
+    LaneContext,
+    RiskPolicy,
+    control_reasons,
+    gate_reasons,
+    is_stale,
+)
+from streams.domain.sizing import AccountSnapshot, OrderPlan, size_order
+from streams.execution.crash import CrashPoints
+from streams.observability.status import LaneStatus
+
+log = logging.getLogger(__name__)
+
+UNAUTHORIZED = "broker_unauthorized"
+MAX_STEPS = 8  # a pass makes at most plan, persist, submit, persist: bounded by construction
+SNAPSHOT_MAX_AGE = timedelta(minutes=15)  # older than this, refresh before sizing
+# Definitive answers about one order: the decision is rejected with the broker's code.
+REFUSALS = frozenset(
+    {ErrorClass.insufficient, ErrorClass.rejected, ErrorClass.forbidden, ErrorClass.not_found}
+)
+
+
+class Broker(Protocol):
+    async def submit_order(self, plan: OrderPlan) -> dict[str, Any]: ...
+
+    async def order_by_client_id(self, client_order_id: str) -> dict[str, Any] | None: ...
+
+    async def account(self) -> dict[str, Any]: ...
+
+    async def positions(self) -> list[dict[str, Any]]: ...
+
+    async def cancel_open_orders(self) -> list[dict[str, Any]]: ...
+
+
+class Ledger(Protocol):
+    def get(self, key: str) -> LedgerEntry | None: ...
+
+    async def put(self, entry: LedgerEntry, *, durable: bool = True) -> None: ...
+
+
+class OrderIndex(Protocol):
+    def remember(
+        self,
+        account_label: str,
+        *,
+        client_order_id: str | None = None,
+        alpaca_order_id: str | None = None,
+    ) -> None: ...
+
+
+class Sink(Protocol):
+    async def persist(self, entry: LedgerEntry) -> None: ...
+
+    async def snapshot(
+        self, snapshot: AccountSnapshot, positions: list[dict[str, Any]]
+    ) -> None: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff after consecutive failures: `base`, 2 * base, ... up to `cap` seconds."""
+
+    base: float
+    cap: float
+    failures: int = 0
+    until: datetime | None = None
+
+    def fail(self, now: datetime) -> datetime:
+        self.failures += 1
+        delay = min(self.cap, self.base * 2 ** (self.failures - 1))
+        self.until = now + timedelta(seconds=delay)
+        return self.until
+
+    def ok(self) -> None:
+        self.failures = 0
+        self.until = None
+
+    def active(self, now: datetime) -> bool:
+        return self.until is not None and now < self.until
+
+
+@dataclass
+class LaneEnv:
+    """What every lane of a worker shares."""
+
+    ledger: Ledger
+    index: OrderIndex
+    sink: Sink
+    policy: RiskPolicy
+    flags: Callable[[], FlagView]
+    kill_command: Callable[[str], ControlCommand | None]
+    strategy_enabled: Callable[[str], bool]
+    crash: CrashPoints
+    clock: Callable[[], datetime] = utc_now
+
+
+@dataclass
+class Lane:
+    account: Account
+    broker: Broker
+    env: LaneEnv
+    status: LaneStatus
+    snapshot: AccountSnapshot | None = None
+    circuit: Backoff = field(default_factory=lambda: Backoff(1.0, 60.0))
+    auth: Backoff = field(default_factory=lambda: Backoff(5.0, 300.0))
+    parked: dict[str, datetime] = field(default_factory=dict)  # decision_hash → retry_at
+
+    @property
+    def label(self) -> str:
+        return self.account.label
+
+    # ------------------------------------------------------------------ entry point
+    async def handle(
+        self, decision: AccountDecision, consumed_at: float | None = None
+    ) -> LedgerEntry:
+        """Take one decision (new, redelivered or re-driven) as far as it can go now."""
+        started = consumed_at if consumed_at is not None else time.perf_counter()
+        self.status.record_decision(decision.decision_hash)
+        key = ledger_key(self.label, decision.decision_hash)
+        entry = self.env.ledger.get(key)
+        if entry is None:
+            self.env.crash.point("before_ledger_write")
+            entry = received(decision, self.env.clock())
+            await self.env.ledger.put(entry, durable=False)  # no side effect until `planned`
+        try:
+            entry = await self._drive(entry, started)
+        except Exception as exc:  # noqa: BLE001 - a poison decision must not stop the lane
+            entry = await self._internal_error(entry, exc)
+            if entry.step is Step.persist and entry.retry_at is None:
+                entry = await self._persist(entry)  # the rejection is recorded, not dropped
+        self._track(entry)
+        if entry.state is LedgerState.submitted:
+            self.env.crash.point("before_commit")  # done, but the offset is not committed yet
+        return entry
+
+    async def _drive(self, entry: LedgerEntry, started: float) -> LedgerEntry:
+        for _ in range(MAX_STEPS):
+            step = entry.step
+            if step is Step.done:
+                return entry
+            if step is Step.plan:
+                new = await self._plan(entry)
+            elif step is Step.persist:
+                new = await self._persist(entry)
+            elif step is Step.submit:
+                new = await self._submit(entry, started)
+            else:
+                new = await self._resolve(entry, started)
+            if new.retry_at is not None:
+                return new  # parked: taken up again later
+            entry = new
+        return entry
+
+    # ------------------------------------------------------------------ steps
+    def _context(self) -> LaneContext:
+        return LaneContext(
+            account_label=self.label,
+            live=self.account.is_live,
+            flags=self.env.flags(),
+            control_kill=self.env.kill_command(self.label) is not None,
+        )
+
+    async def _plan(self, entry: LedgerEntry) -> LedgerEntry:
+        now = self.env.clock()
+        if self.auth.active(now):
+            return await self._reject(entry, [UNAUTHORIZED])
+        decision = entry.decision
+        gate = gate_reasons(
+            self.env.policy,
+            self._context(),
+            decision,
+            strategy_enabled=self.env.strategy_enabled(decision.strategy_id),
+            now=now,
+        )
+        if gate:
+            return await self._reject(entry, gate)
+        if self.circuit.active(now):
+            return await self._park(entry, "lane backing off after broker errors")
+        try:
+            snapshot = await self._current_snapshot(now)
+        except BrokerError as exc:
+            return await self._broker_refused(entry, exc)
+        result = size_order(decision, snapshot, self.env.policy.sizing)
+        if result.plan is None:
+            return await self._reject(entry, result.reasons)
+        planned = entry.planned(result.plan, self.env.clock())
+        await self.env.ledger.put(planned)
+        return planned
+
+    async def _persist(self, entry: LedgerEntry) -> LedgerEntry:
+        try:
+            await self.env.sink.persist(entry)
+        except Exception as exc:  # noqa: BLE001 - the database being down parks, never resubmits
+            self.status.record_error("database", f"{type(exc).__name__}: {exc}")
+            log.warning(
+                "persisting a decision failed; will retry",
+                extra={"account": self.label, "decision_hash": entry.decision_hash},
+            )
+            return await self._park(entry, f"database: {type(exc).__name__}")
+        done = entry.marked_persisted()
+        await self.env.ledger.put(done, durable=False)
+        return done
+
+    def _refusals(self, entry: LedgerEntry, now: datetime) -> list[str]:
+        """Checked immediately before any submission: flags, kill switches, staleness."""
+        reasons = control_reasons(self.env.policy, self._context(), entry.decision.symbol)
+        if is_stale(self.env.policy, entry.decision, now):
+            reasons.append(STALE)
+        return reasons
+
+    async def _submit(self, entry: LedgerEntry, started: float) -> LedgerEntry:
+        now = self.env.clock()
+        refusals = self._refusals(entry, now)
+        if refusals:
+            return await self._reject(entry, refusals)
+        if self.auth.active(now):
+            return await self._reject(entry, [UNAUTHORIZED])
+        if self.circuit.active(now):
+            return await self._park(entry, "lane backing off after broker errors")
+        return await self._send(entry.submitting(now), started)
+
+    async def _resolve(self, entry: LedgerEntry, started: float) -> LedgerEntry:
+        """An entry in `submitting`: the order may exist. Look it up before anything else."""
+        now = self.env.clock()
+        if self.auth.active(now) or self.circuit.active(now):
+            return await self._park(entry, "lane backing off; order outcome unknown")
+        try:
+            order = await self.broker.order_by_client_id(entry.decision_hash)
+        except BrokerError as exc:
+            self._note_failure(exc)
+            return await self._park(entry, f"lookup failed: {exc.kind}")
+        if order is not None:
+            return await self._accepted(entry, order, started)
+        refusals = self._refusals(entry, self.env.clock())
+        if refusals:  # no order exists, and none may be sent any more
+            return await self._reject(entry, refusals)
+        return await self._send(entry.submitting(self.env.clock()), started)
+
+    async def _send(self, submitting: LedgerEntry, started: float) -> LedgerEntry:
+        plan = submitting.plan
+        assert plan is not None
+        self.env.index.remember(self.label, client_order_id=plan.client_order_id)
+        await self.env.ledger.put(submitting)  # durable before the POST (and the index with it)
+        try:
+            order = await self.broker.submit_order(plan)
+        except BrokerError as exc:
+            if not exc.ambiguous:
+                return await self._broker_refused(submitting, exc)
+            return await self._lookup_after(submitting, exc, started)
+        self.env.crash.point("after_submit")
+        return await self._accepted(submitting, order, started)
+
+    async def _lookup_after(
+        self, submitting: LedgerEntry, exc: BrokerError, started: float
+    ) -> LedgerEntry:
+        """One immediate lookup after an ambiguous POST; otherwise park (still `submitting`)."""
+        self._note_failure(exc)
+        log.warning(
+            "order outcome unknown; looking it up by client order id",
+            extra={
+                "account": self.label,
+                "decision_hash": submitting.decision_hash,
+                "error": str(exc),
+            },
+        )
+        try:
+            order = await self.broker.order_by_client_id(submitting.decision_hash)
+        except BrokerError as lookup_exc:
+            self._note_failure(lookup_exc)
+            return await self._park(submitting, f"{exc.kind}; lookup failed: {lookup_exc.kind}")
+        if order is not None:
+            return await self._accepted(submitting, order, started)
+        return await self._park(submitting, f"{exc.kind}; no order found yet")
+
+    async def _accepted(
+        self, submitting: LedgerEntry, order: dict[str, Any], started: float
+    ) -> LedgerEntry:
+        now = self.env.clock()
+        done = submitting.submitted(order, now)
+        self.env.index.remember(self.label, alpaca_order_id=done.alpaca_order_id)
+        await self.env.ledger.put(done)
+        self._note_ok()
+        plan = submitting.plan
+        if self.snapshot is not None and plan is not None:
+            self.snapshot = self.snapshot.after_order(plan)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        self.status.record_submission(
+            done.decision_hash, now, signal_at=submitting.decision.event_ts
+        )
+        log.info(
+            "order acknowledged by the broker in %.1f ms (%s, attempt %d)",
+            latency_ms,
+            done.decision_hash[:12],
+            done.attempts,
+            extra={
+                "account": self.label,
+                "decision_hash": done.decision_hash,
+                "alpaca_order_id": done.alpaca_order_id,
+                "attempts": done.attempts,
+                "consume_to_ack_ms": round(latency_ms, 2),
+            },
+        )
+        self.env.crash.point("before_persist")
+        return done
+
+    # ------------------------------------------------------------------ outcomes
+    async def _reject(
+        self, entry: LedgerEntry, reasons: list[str] | tuple[str, ...]
+    ) -> LedgerEntry:
+        rejected = entry.rejected(tuple(reasons), self.env.clock())
+        await self.env.ledger.put(rejected)
+        self.status.record_rejection(entry.decision_hash, list(reasons))
+        log.info(
+            "decision rejected (%s)",
+            ", ".join(reasons),
+            extra={
+                "account": self.label,
+                "decision_hash": entry.decision_hash,
+                "reasons": list(reasons),
+            },
+        )
+        return rejected
+
+    async def _park(self, entry: LedgerEntry, why: str) -> LedgerEntry:
+        """Keep the entry as it is and take it up again after the lane's current backoff."""
+        now = self.env.clock()
+        parked = entry.parked(self._retry_time(now), why, now)
+        await self.env.ledger.put(parked, durable=False)
+        return parked
+
+    def _retry_time(self, now: datetime) -> datetime:
+        """The end of the active backoff; with none active, this failure opens one."""
+        ends = [b.until for b in (self.circuit, self.auth) if b.active(now) and b.until is not None]
+        return max(ends) if ends else self.circuit.fail(now)
+
+    async def _broker_refused(self, entry: LedgerEntry, exc: BrokerError) -> LedgerEntry:
+        """A definitive broker answer (or a call that could not be made): reject or park."""
+        self._note_failure(exc)
+        if exc.kind is ErrorClass.auth:
+            return await self._reject(entry, [UNAUTHORIZED])
+        if exc.kind in REFUSALS:
+            return await self._reject(entry, [exc.rejection_reason])
+        return await self._park(entry, f"broker: {exc.kind}")  # rate limited: nothing was created
+
+    async def _internal_error(self, entry: LedgerEntry, exc: Exception) -> LedgerEntry:
+        """A bug or a poison decision: never lose it, never hold the lane."""
+        log.exception(
+            "lane failed on a decision",
+            extra={"account": self.label, "decision_hash": entry.decision_hash},
+        )
+        self.status.record_error("internal", f"{type(exc).__name__}")
+        current = self.env.ledger.get(entry.key) or entry
+        if current.state is LedgerState.submitting or current.terminal:
+            return await self._park(current, f"internal: {type(exc).__name__}")
+        return await self._reject(current, [f"lane_error:{type(exc).__name__}"])
+
+    # ------------------------------------------------------------------ broker health
+    def _note_failure(self, exc: BrokerError) -> None:
+        now = self.env.clock()
+        self.status.record_error(exc.kind.value, str(exc))
+        if exc.kind is ErrorClass.auth:
+            until = self.auth.fail(now)
+            self.status.mark_down(f"{UNAUTHORIZED}: broker calls paused until {until.isoformat()}")
+        elif exc.ambiguous or exc.kind is ErrorClass.rate_limit:
+            self.circuit.fail(now)
+        elif exc.kind in REFUSALS and exc.kind is not ErrorClass.forbidden:
+            self.status.record_ok(now)  # the broker answered: the lane itself is fine
+
+    def _note_ok(self) -> None:
+        if self.auth.failures:
+            self.status.mark_up()
+        self.auth.ok()
+        self.circuit.ok()
+        self.status.record_ok()
+
+    # ------------------------------------------------------------------ snapshot and upkeep
+    async def _current_snapshot(self, now: datetime) -> AccountSnapshot:
+        if self.snapshot is None or now - self.snapshot.as_of > SNAPSHOT_MAX_AGE:
+            return await self.refresh_snapshot()
+        return self.snapshot
+
+    async def refresh_snapshot(self) -> AccountSnapshot:
+        """GET account and positions; the snapshot sizing reads. Raises BrokerError."""
+        try:
+            account = await self.broker.account()
+            positions = await self.broker.positions()
+        except BrokerError as exc:
+            self._note_failure(exc)
+            raise
+        self._note_ok()
+        snapshot = AccountSnapshot.from_alpaca(self.label, account, positions, self.env.clock())
+        self.snapshot = snapshot
+        try:
+            await self.env.sink.snapshot(snapshot, positions)
+        except Exception as exc:  # noqa: BLE001 - a reporting row; sizing already has it
+            log.warning("position snapshot not stored: %s", type(exc).__name__)
+        return snapshot
+
+    async def cancel_open_orders(self, why: str) -> int:
+        """Kill switch engaged with cancellation: cancel every open order of this account once."""
+        answers = await self.broker.cancel_open_orders()
+        log.warning(
+            "open orders cancelled (kill switch)",
+            extra={"account": self.label, "orders": len(answers), "reason": why},
+        )
+        return len(answers)
+
+    def _track(self, entry: LedgerEntry) -> None:
+        if entry.retry_at is not None:
+            self.parked[entry.decision_hash] = entry.retry_at
+        else:
+            self.parked.pop(entry.decision_hash, None)
+
+    def due(self, now: datetime, hold: timedelta) -> list[str]:
+        """Parked decisions whose time has come; each is held back `hold` until re-driven."""
+        hashes = [h for h, at in self.parked.items() if at <= now]
+        for h in hashes:
+            self.parked[h] = now + hold
+        return hashes

@@ -1,0 +1,211 @@
+"""The lanes of one worker: built from the account registry, driven by the lanes agent and timers.
+
+Faust-free: the agents pass in what they know of faust (owned accounts, ledger scans) and send
+the decisions `due_retries` returns to the lane retry topic. One lane per enabled account; each
+lane has its own broker client, thread pool, request budget, backoff and status, so nothing one
+account does (bad credentials, a hanging broker, a poison decision) touches another's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from schemas.decision import AccountDecision
+from streams.broker.errors import BrokerError
+from streams.broker.pool import BrokerPool
+from streams.domain.accounts import AccountRegistry
+from streams.domain.kill_switch import KillSwitchBook
+from streams.domain.ledger import LedgerEntry, LedgerScan, Step, ledger_key
+from streams.domain.risk import RiskPolicy
+from streams.domain.sizing import AccountSnapshot
+from streams.execution.crash import CrashPoints
+from streams.execution.cursor import LaneCursor
+from streams.execution.lane import Lane, LaneEnv, Ledger, OrderIndex, utc_now
+from streams.execution.persist import LaneSink
+from streams.flags import ALL_KEYS, KILL_SWITCH, FlagSnapshot
+from streams.observability.status import StatusBoard
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRY_HOLD = timedelta(seconds=30)  # a re-driven decision is not sent again before this
+
+
+class Cursors(Protocol):
+    """The lane cursor table, as the service uses it (see tables/lane_cursors.py)."""
+
+    @property
+    def source(self) -> str: ...
+
+    def get(self, account_label: str) -> LaneCursor | None: ...
+
+    def advance(self, account_label: str, cursor: LaneCursor) -> bool: ...
+
+
+class LaneService:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: AccountRegistry,
+        *,
+        ledger: Ledger,
+        index: OrderIndex,
+        cursors: Cursors,
+        sink: LaneSink,
+        brokers: BrokerPool,
+        flags: Callable[[], FlagSnapshot],
+        book: KillSwitchBook,
+        board: StatusBoard,
+        disabled_strategies: frozenset[str] = frozenset(),
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.cursors = cursors
+        self.sink = sink
+        self.book = book
+        self.flags = flags
+        self.clock = clock
+        self.env = LaneEnv(
+            ledger=ledger,
+            index=index,
+            sink=sink,
+            policy=RiskPolicy.from_settings(settings),
+            flags=flags,
+            kill_command=book.engaged_for,
+            strategy_enabled=lambda strategy_id: strategy_id not in disabled_strategies,
+            crash=CrashPoints(settings.crash_at, settings.data_path),
+            clock=clock,
+        )
+        self.lanes: dict[str, Lane] = {}
+        for account in registry.enabled():
+            status = board.lane(account.label)
+            status.configure(mode=account.mode.value, enabled=True)
+            self.lanes[account.label] = Lane(
+                account, brokers.for_account(account), self.env, status
+            )
+        self._engaged: dict[str, bool] = {}
+        self._dirty_cursors: set[str] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def lane(self, account_label: str) -> Lane | None:
+        return self.lanes.get(account_label)
+
+    # ---- the lanes agent
+    async def handle(self, decision: AccountDecision, consumed_at: float) -> LedgerEntry | None:
+        """One decision (new, redelivered or re-driven) for its lane; None if there is no lane."""
+        lane = self.lanes.get(decision.account_label)
+        if lane is None:
+            return None
+        entry = await lane.handle(decision, consumed_at)
+        if self.cursors.advance(lane.label, LaneCursor.of(decision)):
+            self._dirty_cursors.add(lane.label)
+        return entry
+
+    # ---- re-driving parked decisions (the lanes timer sends them to the retry topic)
+    def due_retries(self) -> list[AccountDecision]:
+        now = self.clock()
+        due: list[AccountDecision] = []
+        for lane in self.lanes.values():
+            for decision_hash in lane.due(now, RETRY_HOLD):
+                entry = self.env.ledger.get(ledger_key(lane.label, decision_hash))
+                if entry is None or entry.step is Step.done:
+                    lane.parked.pop(decision_hash, None)
+                    continue
+                due.append(entry.decision)
+        return due
+
+    def resume(self, scan: LedgerScan) -> int:
+        """After a start or rebalance: every unfinished entry this worker holds is re-driven now
+        (and entries of partitions it no longer holds are forgotten)."""
+        now = self.clock()
+        for label, lane in self.lanes.items():
+            lane.parked.clear()
+            lane.status.set_ledger_size(scan.sizes.get(label, 0))
+        resumed = 0
+        for entry in scan.unfinished:
+            owner = self.lanes.get(entry.account_label)
+            if owner is not None:
+                owner.parked[entry.decision_hash] = now
+                resumed += 1
+        if resumed:
+            log.info("re-driving %d unfinished ledger entries", resumed)
+        return resumed
+
+    # ---- timers
+    async def refresh_snapshots(self, owned: Iterable[str]) -> dict[str, AccountSnapshot | None]:
+        """Refresh the owned lanes' account snapshots concurrently; one failure stays its own."""
+        lanes = [self.lanes[label] for label in owned if label in self.lanes]
+        results = await asyncio.gather(*(self._refresh(lane) for lane in lanes))
+        return {lane.label: snap for lane, snap in zip(lanes, results, strict=True)}
+
+    async def _refresh(self, lane: Lane) -> AccountSnapshot | None:
+        if lane.auth.active(self.clock()):
+            return None  # bad credentials: probe again only after the lane's backoff
+        try:
+            return await lane.refresh_snapshot()
+        except BrokerError as exc:
+            log.warning("account snapshot failed", extra={"account": lane.label, "error": str(exc)})
+            return None
+
+    async def mirror_cursors(self) -> None:
+        """Copy changed lane cursors to Postgres `trade_cursor`."""
+        dirty, self._dirty_cursors = self._dirty_cursors, set()
+        for label in sorted(dirty):
+            cursor = self.cursors.get(label)
+            if cursor is None:
+                continue
+            try:
+                await self.sink.cursor(self.cursors.source, label, cursor)
+            except Exception as exc:  # noqa: BLE001 - mirrored again next time
+                self._dirty_cursors.add(label)
+                log.warning("cursor mirror failed: %s", type(exc).__name__)
+            else:
+                self.lanes[label].status.set_cursor(cursor.model_dump(mode="json"))
+
+    def kill_reason(self, label: str, flags: FlagSnapshot) -> str | None:
+        """Why the lane's kill switch is engaged (env, control topic, flag), or None."""
+        if self.settings.kill_switch_enabled:
+            return "TRADING_KILL_SWITCH_ENABLED"
+        command = self.book.engaged_for(label)
+        if command is not None:
+            return f"control ({command.scope}): {command.reason}"
+        if flags.lane_available(label) and flags.is_on(KILL_SWITCH, label):
+            return f"flag {KILL_SWITCH}"
+        return None
+
+    def watch_controls(self, owned: set[str]) -> None:
+        """Show flags and kill switches on each lane's status; cancel open orders on engage."""
+        flags = self.flags()
+        for label, lane in self.lanes.items():
+            lane.status.set_flags(
+                {key: flags.is_on(key, label) for key in ALL_KEYS}, flags.lane_available(label)
+            )
+            reason = self.kill_reason(label, flags)
+            lane.status.set_kill_switch(reason is not None, reason)
+            engaged, was = reason is not None, self._engaged.get(label, False)
+            self._engaged[label] = engaged
+            if engaged and not was and label in owned:
+                self._maybe_cancel(lane, reason or "")
+
+    def _maybe_cancel(self, lane: Lane, reason: str) -> None:
+        if not self.settings.kill_switch_cancel_open_orders:
+            return
+        task: asyncio.Task[object] = asyncio.create_task(self._cancel(lane, reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _cancel(self, lane: Lane, reason: str) -> object:
+        try:
+            return await lane.cancel_open_orders(reason)
+        except BrokerError as exc:
+            lane.status.record_error(exc.kind.value, f"cancel open orders: {exc}")
+            return None
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.sink.close()

@@ -1,0 +1,204 @@
+"""Decisions, simulator accounts, worker environments and polling for the lanes tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from itertools import count
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+
+from schemas.codecs import encode_decision
+from schemas.decision import AccountDecision, Action
+from simulator.testing import RunningSimulator
+from streams.domain.hashing import decision_hash
+from tests.support.kafka import create_topics, produce
+from tests.support.stack import StackInfo, app_env, app_topics
+from tests.support.worker import Worker
+
+T = TypeVar("T")
+
+KEYS = {"alpha": ("AK-ALPHA", "SK-ALPHA-secret"), "beta": ("AK-BETA", "SK-BETA-secret")}
+PRICES = {"AAPL": "100", "MSFT": "200", "BTC/USD": "50000"}
+_seq = count(1)
+ACK_LINE = re.compile(r"order acknowledged by the broker in ([0-9.]+) ms")
+
+
+def simulator(labels: Sequence[str] = ("alpha", "beta")) -> RunningSimulator:
+    accounts = [
+        {"label": label, "key": KEYS[label][0], "secret": KEYS[label][1], "cash": "100000"}
+        for label in labels
+    ]
+    sim = RunningSimulator({"accounts": accounts})
+    sim.admin.set_prices(PRICES)
+    return sim
+
+
+def registry(sim_url: str, labels: Sequence[str], bad: Sequence[str] = ()) -> str:
+    """TRADING_ACCOUNTS_JSON: `labels` with the simulator's keys, `bad` with unknown keys."""
+    entries = [
+        {
+            "label": label,
+            "mode": "paper",
+            "api_key": KEYS[label][0],
+            "secret_key": KEYS[label][1],
+            "base_url": sim_url,
+        }
+        for label in labels
+    ] + [
+        {
+            "label": label,
+            "mode": "paper",
+            "api_key": f"AK-WRONG-{label}",
+            "secret_key": f"SK-WRONG-{label}",
+            "base_url": sim_url,
+        }
+        for label in bad
+    ]
+    return json.dumps({"accounts": entries})
+
+
+def lane_env(tag: str, dsn: str, accounts_json: str, **extra: str) -> dict[str, str]:
+    return app_env(
+        tag,
+        DATABASE_URL=dsn,
+        TRADING_MULTI_ACCOUNT_ENABLED="true",
+        TRADING_ACCOUNTS_JSON=accounts_json,
+        TRADING_BROKER_TIMEOUT_SECONDS="1.5",
+        TRADING_MAX_DECISION_AGE_SECONDS="120",
+        TRADING_FLAGS_REFRESH_SECONDS="1",
+        TORGHUT_TABLE_STANDBY_REPLICAS="0",
+        **extra,
+    )
+
+
+async def prepare_topics(stack: StackInfo, env: Mapping[str, str]) -> None:
+    await create_topics(
+        stack.bootstrap, app_topics(dict(env)), compact=[env["TORGHUT_CONTROL_TOPIC"]]
+    )
+
+
+def decision(
+    account: str,
+    symbol: str = "AAPL",
+    action: str = "buy",
+    notional: str = "1000",
+    price: str | None = None,
+    age: timedelta = timedelta(0),
+) -> AccountDecision:
+    """A decision with a unique event time (so a unique hash)."""
+    event_ts = datetime.now(UTC) - age + timedelta(milliseconds=next(_seq))
+    identity = {
+        "account_label": account,
+        "strategy_id": "lanes-test",
+        "symbol": symbol,
+        "timeframe": "1Sec",
+        "event_ts": event_ts,
+        "action": action,
+    }
+    return AccountDecision(
+        decision_hash=decision_hash(**identity),
+        strategy_id="lanes-test",
+        symbol=symbol,
+        timeframe="1Sec",
+        account_label=account,
+        event_ts=event_ts,
+        action=Action(action),
+        notional=Decimal(notional),
+        confidence=0.9,
+        price=Decimal(price or PRICES[symbol]),
+        emitted_at=datetime.now(UTC),
+    )
+
+
+async def send(stack: StackInfo, env: Mapping[str, str], *decisions: AccountDecision) -> None:
+    await produce(
+        stack.bootstrap,
+        env["TORGHUT_DECISIONS_TOPIC"],
+        [(d.account_label.encode(), encode_decision(d)) for d in decisions],
+    )
+
+
+async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def decision_row(dsn: str, d: AccountDecision) -> asyncpg.Record | None:
+    rows = await fetch(
+        dsn,
+        "SELECT status, rejection_reasons FROM trade_decisions "
+        "WHERE alpaca_account_label = $1 AND decision_hash = $2",
+        d.account_label,
+        d.decision_hash,
+    )
+    return rows[0] if rows else None
+
+
+async def executions(dsn: str, d: AccountDecision) -> list[asyncpg.Record]:
+    return await fetch(
+        dsn,
+        "SELECT alpaca_account_label, client_order_id, alpaca_order_id, status FROM executions "
+        "WHERE client_order_id = $1",
+        d.decision_hash,
+    )
+
+
+def broker_orders(sim: RunningSimulator, d: AccountDecision) -> list[dict[str, Any]]:
+    return [o for o in sim.admin.orders(d.account_label) if o["client_order_id"] == d.decision_hash]
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[T | None]], timeout: float = 40.0, what: str = "condition"
+) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def wait_status(dsn: str, d: AccountDecision, status: str, timeout: float = 40.0) -> Any:
+    async def check() -> Any:
+        row = await decision_row(dsn, d)
+        return row if row is not None and row["status"] == status else None
+
+    return await wait_until(check, timeout, f"{d.account_label} decision {status}")
+
+
+async def wait_executed(dsn: str, d: AccountDecision, timeout: float = 40.0) -> list[Any]:
+    async def check() -> list[Any] | None:
+        rows = await executions(dsn, d)
+        return rows or None
+
+    return await wait_until(check, timeout, f"{d.account_label} execution")
+
+
+def reasons(row: Any) -> list[str]:
+    value = row["rejection_reasons"]
+    return list(json.loads(value) if isinstance(value, str) else value)
+
+
+def start_worker(stack: StackInfo, env: Mapping[str, str], data_dir: Path, name: str) -> Worker:
+    worker = Worker(stack, env, data_dir, name=name).start()
+    worker.wait_ready(timeout=120)
+    return worker
+
+
+def ack_latencies_ms(worker: Worker) -> list[float]:
+    """consume→ack per order, from the worker's "order acknowledged ... in X ms" lines."""
+    found = (ACK_LINE.search(line) for line in worker.lines)
+    return [float(m.group(1)) for m in found if m]

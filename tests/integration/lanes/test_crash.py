@@ -1,0 +1,73 @@
+"""Crash the worker at every step of the submit path; after each restart the decision goes on,
+and in the end there is exactly one broker order and one execution for it.
+
+One decision walks the whole chain: each restart gets it redelivered (its offset was never
+committed) and crashes at the next step. The last worker runs with the global kill switch on.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.execution.crash import CRASH_EXIT_CODE, CRASH_POINTS
+from tests.integration.lanes.helpers import (
+    broker_orders,
+    decision,
+    decision_row,
+    executions,
+    lane_env,
+    prepare_topics,
+    reasons,
+    registry,
+    send,
+    simulator,
+    start_worker,
+    wait_status,
+)
+from tests.support.stack import StackInfo
+from tests.support.worker import Worker
+
+pytestmark = pytest.mark.integration
+
+# (orders at the broker, executions rows) for the decision once the worker died at the step.
+AFTER_CRASH = {
+    "before_ledger_write": (0, 0),
+    "after_submit": (1, 0),
+    "before_persist": (1, 0),
+    "before_commit": (1, 1),
+}
+
+
+async def test_crash_at_every_step_gives_one_order_and_one_execution(
+    stack: StackInfo, head_dsn: str, tmp_path, workers: list[Worker]
+) -> None:
+    assert tuple(AFTER_CRASH) == CRASH_POINTS
+    with simulator(["alpha"]) as sim:
+        env = lane_env("crash", head_dsn, registry(sim.url, ["alpha"]))
+        await prepare_topics(stack, env)
+        d = decision("alpha")
+        for n, step in enumerate(CRASH_POINTS):
+            worker = Worker(stack, {**env, "TORGHUT_CRASH_AT": step}, tmp_path, name=step)
+            workers.append(worker.start())
+            if n == 0:
+                worker.wait_ready(timeout=120)
+                await send(stack, env, d)
+            assert worker.wait_exit(timeout=120) == CRASH_EXIT_CODE, worker.tail()
+            assert f"crash point {step}" in worker.output
+            orders, rows = AFTER_CRASH[step]
+            assert len(broker_orders(sim, d)) == orders, step
+            assert len(await executions(head_dsn, d)) == rows, step
+
+        final = start_worker(
+            stack, {**env, "TRADING_KILL_SWITCH_ENABLED": "true"}, tmp_path, "final"
+        )
+        workers.append(final)
+        later = decision("alpha")
+        await send(stack, env, later)
+        row = await wait_status(head_dsn, later, "rejected")  # processed after d (same lane)
+        assert reasons(row) == ["kill_switch_enabled"]
+        assert len(broker_orders(sim, d)) == 1
+        assert len(sim.admin.orders("alpha")) == 1
+        assert len(await executions(head_dsn, d)) == 1
+        row = await decision_row(head_dsn, d)
+        assert row is not None and row["status"] in ("submitted", "partially_filled", "filled")

@@ -1,0 +1,100 @@
+"""Broker error classes (status first, then code), the request budget, and the alpaca-py
+internals the adapter relies on (no SDK retries, a socket timeout)."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from alpaca.common.exceptions import APIError
+from pydantic import SecretStr
+
+from streams.broker.alpaca import make_trading_client
+from streams.broker.errors import BrokerError, ErrorClass, classify
+from streams.broker.ratelimit import TokenBucket
+from streams.domain.accounts import Account, AccountMode
+
+
+class _Response:
+    def __init__(self, status: int) -> None:
+        self.status_code = status
+
+
+class _HTTPError:
+    def __init__(self, status: int) -> None:
+        self.response = _Response(status)
+
+
+def api_error(status: int, body: str) -> APIError:
+    return APIError(body, _HTTPError(status))
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "ambiguous"),
+    [
+        (401, '{"message":"unauthorized."}', ErrorClass.auth, False),
+        (
+            403,
+            '{"code":40310000,"message":"insufficient buying power"}',
+            ErrorClass.insufficient,
+            False,
+        ),
+        (403, '{"message":"forbidden"}', ErrorClass.forbidden, False),
+        (404, '{"code":40410000,"message":"order not found"}', ErrorClass.not_found, False),
+        (
+            422,
+            '{"code":40010001,"message":"client_order_id must be unique"}',
+            ErrorClass.duplicate,
+            False,
+        ),
+        (422, '{"code":42210000,"message":"asset not found"}', ErrorClass.rejected, False),
+        (429, '{"code":42910000,"message":"rate limit"}', ErrorClass.rate_limit, False),
+        (500, '{"code":50010000,"message":"internal"}', ErrorClass.server, True),
+        (504, "<html>Gateway Time-out</html>", ErrorClass.gateway_timeout, True),
+    ],
+)
+def test_http_errors(status: int, body: str, kind: ErrorClass, ambiguous: bool) -> None:
+    error = classify(api_error(status, body))
+    assert (error.kind, error.ambiguous, error.status) == (kind, ambiguous, status)
+
+
+def test_rejection_reasons() -> None:
+    assert classify(api_error(401, "")).rejection_reason == "broker_unauthorized"
+    bp = classify(api_error(403, '{"code":40310000,"message":"bp"}'))
+    assert bp.rejection_reason == "broker_rejected:40310000"
+    assert classify(api_error(400, "nope")).rejection_reason == "broker_rejected:400"
+
+
+def test_transport_errors_are_ambiguous() -> None:
+    for exc in (TimeoutError(), requests.ReadTimeout(), requests.ConnectionError()):
+        assert classify(exc).ambiguous
+    assert classify(ValueError("x")).kind is ErrorClass.unknown
+    error = BrokerError(ErrorClass.timeout, message="ReadTimeout")
+    assert classify(error) is error and str(error) == "timeout: ReadTimeout"
+
+
+def test_token_bucket_stays_under_the_minute_budget() -> None:
+    now = [0.0]
+    bucket = TokenBucket(190, clock=lambda: now[0])
+    taken = 0
+    for _ in range(60 * 100):  # a minute, asking every 10 ms
+        if bucket.try_acquire() == 0.0:
+            taken += 1
+        now[0] += 0.01
+    assert taken < 200
+    assert bucket.try_acquire() > 0.0
+
+
+def test_client_has_no_sdk_retry_and_a_timeout() -> None:
+    account = Account(
+        label="alpha",
+        mode=AccountMode.live,
+        api_key=SecretStr("k"),
+        secret_key=SecretStr("s"),
+        base_url="http://127.0.0.1:9",
+    )
+    client = make_trading_client(account, timeout=1.5)
+    assert client._retry == 0 and client._retry_codes == []
+    assert client._base_url == "http://127.0.0.1:9"
+    assert client._sandbox is False  # live from the account's own mode
+    assert client._use_raw_data is True
+    assert client._session._timeout == 1.5
