@@ -3,9 +3,14 @@
 Importing this package registers every agent on `streams.app.app`.
 """
 
-import agents.clickhouse
-import agents.control
-import agents.lanes
-import agents.monitor
-import agents.snapshots  # noqa: F401
-from agents import flags, order_feed, reconciler, signals  # noqa: F401
+from agents import (  # noqa: F401
+    clickhouse,
+    control,
+    flags,
+    lanes,
+    monitor,
+    order_feed,
+    reconciler,
+    signals,
+    snapshots,
+)

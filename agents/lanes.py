@@ -12,6 +12,7 @@ makes no broker call at all.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any
 
@@ -61,8 +62,12 @@ lane_retries = app.topic(
 def refuse_bad_accounts(
     sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
 ) -> None:
-    """Before the worker starts: a bad registry (e.g. live without permission) exits non-zero."""
-    load_accounts(settings)
+    """Before the worker starts: a bad registry (e.g. live without permission) exits non-zero.
+
+    faust fires this for every CLI command; only the worker refuses to start here, so that
+    `accounts --check` can print every problem itself."""
+    if "worker" in sys.argv[1:]:
+        load_accounts(settings)
 
 
 @app.agent(lane_input, name="lanes", concurrency=1)

@@ -23,7 +23,7 @@ TERMINAL_STATUSES: frozenset[str] = frozenset(
 # Rank of every broker status (plus our own `submitting`, before the broker answered). Equal
 # ranks are alternatives at the same stage; a terminal status outranks everything. Unknown
 # statuses rank 0: they never overwrite a known status, but a fill they carry still counts.
-# The repository's SQL renders the same table (streams/persistence/status.py; a test pins both).
+# The repository's SQL renders this same table (streams/persistence/status.py imports it).
 TERMINAL_RANK = 100
 STATUS_RANK: dict[str, int] = {
     "submitting": 5,

@@ -7,7 +7,8 @@ switches) is re-checked immediately before submission: a switch engaged after pl
 
 Reasons: trading_disabled, live_trading_disabled, crypto_trading_disabled,
 crypto_live_trading_disabled, kill_switch_enabled, flags_unavailable, decision_stale,
-strategy_disabled, symbol_not_allowed, and the sizing reasons (missing_price,
+strategy_disabled, symbol_not_allowed, ta_stale (TRADING_TA_FRESHNESS_BLOCK_ORDERS), and the
+sizing reasons (missing_price,
 max_notional_exceeded, shorts_not_allowed, qty_below_minimum, insufficient_buying_power,
 max_position_pct_exceeded). Broker answers add broker_unauthorized and broker_rejected:<code>.
 """
@@ -33,6 +34,7 @@ from streams.settings import Settings
 KILL_SWITCH_REASON = "kill_switch_enabled"
 FLAGS_UNAVAILABLE = "flags_unavailable"
 STALE = "decision_stale"
+TA_STALE = "ta_stale"
 
 
 class FlagView(Protocol):
@@ -101,7 +103,12 @@ def control_reasons(policy: RiskPolicy, lane: LaneContext, symbol: str) -> list[
     return reasons
 
 
-def is_stale(policy: RiskPolicy, decision: AccountDecision, now: datetime) -> bool:
+def is_stale(policy: RiskPolicy, decision: AccountDecision, now: datetime, *, live: bool) -> bool:
+    """Older than the age guard. A replay (`telemetry.replay_id`, published by `replay` for paper
+    accounts only) carries historical event times by design; a paper lane takes it, a live lane
+    never exempts anything."""
+    if not live and decision.telemetry.get("replay_id"):
+        return False
     return now - decision.event_ts > policy.max_decision_age
 
 
@@ -112,11 +119,14 @@ def gate_reasons(
     *,
     strategy_enabled: bool,
     now: datetime,
+    ta_stale: bool = False,
 ) -> list[str]:
     """Every reason that needs no account snapshot; sizing (`size_order`) comes after."""
     reasons = control_reasons(policy, lane, decision.symbol)
-    if is_stale(policy, decision, now):
+    if is_stale(policy, decision, now, live=lane.live):
         reasons.append(STALE)
+    if ta_stale:
+        reasons.append(TA_STALE)
     if not strategy_enabled:
         reasons.append("strategy_disabled")
     allow = policy.symbol_allowlist

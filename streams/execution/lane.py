@@ -26,6 +26,7 @@ from schemas.control import ControlCommand
 from schemas.decision import AccountDecision
 from streams.broker.errors import BrokerError, ErrorClass
 from streams.domain.accounts import Account
+from streams.domain.freshness import freshness_state
 from streams.domain.ledger import LedgerEntry, LedgerState, Step, ledger_key, received
 from streams.domain.risk import (
     STALE,
@@ -206,6 +207,7 @@ class Lane:
             decision,
             strategy_enabled=self.env.strategy_enabled(decision.strategy_id),
             now=now,
+            ta_stale=freshness_state.blocks_orders(decision.symbol, now),
         )
         if gate:
             return await self._reject(entry, gate)
@@ -239,7 +241,7 @@ class Lane:
     def _refusals(self, entry: LedgerEntry, now: datetime) -> list[str]:
         """Checked immediately before any submission: flags, kill switches, staleness."""
         reasons = control_reasons(self.env.policy, self._context(), entry.decision.symbol)
-        if is_stale(self.env.policy, entry.decision, now):
+        if is_stale(self.env.policy, entry.decision, now, live=self.account.is_live):
             reasons.append(STALE)
         return reasons
 

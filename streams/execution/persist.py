@@ -8,7 +8,6 @@ down, and picks up once it answers.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -17,8 +16,8 @@ from typing import Any
 from streams.domain.ledger import LedgerEntry, LedgerState
 from streams.domain.sizing import AccountSnapshot
 from streams.execution.cursor import LaneCursor
-from streams.persistence.repository import Repository
 from streams.persistence.rows import DecisionRow, ExecutionRow, PositionSnapshotRow
+from streams.persistence.shared import RepositoryProvider
 
 
 def decision_row(entry: LedgerEntry) -> DecisionRow:
@@ -71,28 +70,6 @@ def execution_row(entry: LedgerEntry) -> ExecutionRow:
         raw_order=dict(order) or None,
         last_event_ts=_timestamp(order.get("updated_at")),
     )
-
-
-class RepositoryProvider:
-    """One repository (asyncpg pool) per worker, connected on first use."""
-
-    def __init__(self, dsn: str, pool_size: int) -> None:
-        self._dsn = dsn
-        self._pool_size = pool_size
-        self._repo: Repository | None = None
-        self._lock = asyncio.Lock()
-
-    async def get(self) -> Repository:
-        if self._repo is None:
-            async with self._lock:
-                if self._repo is None:
-                    self._repo = await Repository.connect(self._dsn, self._pool_size)
-        return self._repo
-
-    async def close(self) -> None:
-        repo, self._repo = self._repo, None
-        if repo is not None:
-            await repo.close()
 
 
 class LaneSink:

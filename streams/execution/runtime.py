@@ -15,12 +15,13 @@ from streams.broker.pool import get_broker_pool
 from streams.domain.kill_switch import KillSwitchBook
 from streams.domain.strategy.catalog import load_catalog
 from streams.execution.control_feed import ControlFeed
-from streams.execution.persist import LaneSink, RepositoryProvider
+from streams.execution.persist import LaneSink
 from streams.execution.service import LaneService
 from streams.execution.startup import load_accounts
 from streams.flags.service import get_flag_service
 from streams.observability.lag import bootstrap_servers, partition_for_key
 from streams.observability.status import board
+from streams.persistence.shared import worker_repositories
 from streams.settings import Settings, get_settings
 from tables.lane_cursors import FaustCursors
 from tables.ledger import FaustLedger
@@ -55,16 +56,13 @@ def get_lane_service() -> LaneService:
     settings = get_settings()
     registry = load_accounts(settings)
     flag_service = get_flag_service()
-    repositories = RepositoryProvider(
-        settings.database_url.get_secret_value(), settings.database_pool_size
-    )
     return LaneService(
         settings,
         registry,
         ledger=FaustLedger(),
         index=FaustOrderIndex(),
         cursors=FaustCursors(settings.signal_source.value),
-        sink=LaneSink(repositories),
+        sink=LaneSink(worker_repositories()),
         brokers=get_broker_pool(),
         flags=lambda: flag_service.snapshot,
         book=control_book,

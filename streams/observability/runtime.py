@@ -24,6 +24,7 @@ from streams.observability.lag import (
 )
 from streams.observability.readiness import (
     CachedProbe,
+    Check,
     PostgresProbe,
     Probe,
     Readiness,
@@ -79,6 +80,15 @@ def owned_stream_partitions(app: faust.App) -> set[TopicPartition]:
         for tp in assigned
         if tp.topic not in changelogs and LEADER_TOPIC_MARK not in tp.topic
     }
+
+
+def control_check() -> Check:
+    """Lanes submit nothing until the kill-switch control topic has been read to its end."""
+    from streams.execution.runtime import get_control_feed  # the lanes' runtime, built lazily
+
+    if get_control_feed().caught_up.is_set():
+        return Check(True)
+    return Check(False, "control topic (kill switches) not yet read to its end")
 
 
 def _recovery(app: faust.App) -> Any:
@@ -180,6 +190,7 @@ class WorkerObservability:
             ),
             "kafka": await self._kafka.check(),
             "postgres": await self._postgres.check(),
+            "control": control_check(),
         }
         result = Readiness(checks)
         self.last_readiness = result

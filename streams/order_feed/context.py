@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from functools import cache
 
@@ -10,33 +9,21 @@ from streams.broker.pool import get_broker_pool
 from streams.domain.accounts import AccountRegistry, load_registry
 from streams.observability.status import board
 from streams.order_feed.reconciler import BrokerOrders, ReconcilePolicy, Reconciler
-from streams.persistence.dsn import asyncpg_dsn
 from streams.persistence.repository import Repository
+from streams.persistence.shared import worker_repositories
 from streams.settings import Settings, get_settings
 
 UNSUBMITTED_MARGIN_SECONDS = 60.0
 
-_repository: Repository | None = None
-_repository_lock = asyncio.Lock()
-
 
 async def repository(settings: Settings | None = None) -> Repository:
-    """One asyncpg-backed repository per worker process."""
-    global _repository
-    async with _repository_lock:
-        if _repository is None:
-            settings = settings or get_settings()
-            dsn = asyncpg_dsn(settings.database_url.get_secret_value())
-            _repository = await Repository.connect(dsn, pool_size=settings.database_pool_size)
-    return _repository
+    """The worker's shared repository (one asyncpg pool with the lanes)."""
+    return await worker_repositories().get()
 
 
 async def close() -> None:
-    """Close the repository pool (worker shutdown)."""
-    global _repository
-    repo, _repository = _repository, None
-    if repo is not None:
-        await repo.close()
+    """Close the shared repository pool (worker shutdown; idempotent)."""
+    await worker_repositories().close()
 
 
 @cache

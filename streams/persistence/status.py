@@ -1,6 +1,6 @@
 """Status ranks: the order in which an execution or a decision may move, and only forwards.
 
-One table each, used by the repository's SQL (rendered as a CASE expression) and by Python
+Used by the repository's SQL (rendered as a CASE expression) and by Python
 callers. A terminal status has rank `TERMINAL` and never changes again; an unknown status ranks
 0, so it can never move anything backwards (a growing fill still applies).
 """
@@ -9,28 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-TERMINAL = 100
+from streams.domain.order_state import STATUS_RANK, TERMINAL_RANK
 
-EXECUTION_RANKS: Mapping[str, int] = {
-    "submitting": 5,
-    "pending_new": 10,
-    "accepted": 15,
-    "accepted_for_bidding": 15,
-    "new": 20,
-    "held": 20,
-    "calculated": 30,
-    "partially_filled": 40,
-    "stopped": 45,
-    "suspended": 45,
-    "done_for_day": 50,
-    "pending_replace": 60,
-    "pending_cancel": 60,
-    "filled": TERMINAL,
-    "canceled": TERMINAL,
-    "expired": TERMINAL,
-    "rejected": TERMINAL,
-    "replaced": TERMINAL,
-}
+# The execution ranks are the domain's (streams.domain.order_state): one table for the order
+# feed, the reconciler and this SQL.
+TERMINAL = TERMINAL_RANK
+EXECUTION_RANKS: Mapping[str, int] = STATUS_RANK
 
 DECISION_RANKS: Mapping[str, int] = {
     "planned": 0,

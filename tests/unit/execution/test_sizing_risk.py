@@ -104,6 +104,23 @@ def test_gate_reasons_all_listed() -> None:
     assert gate_reasons(p, lane(), ok, strategy_enabled=True, now=T0) == []
 
 
+def test_replay_is_exempt_from_the_age_guard_on_paper_lanes_only() -> None:
+    p = policy(TRADING_MAX_DECISION_AGE_SECONDS="60")
+    historic = T0 - timedelta(days=3)
+    replay = make_decision(event_ts=historic, telemetry={"replay_id": "r1"})
+    assert "decision_stale" not in gate_reasons(p, lane(), replay, strategy_enabled=True, now=T0)
+    live_reasons = gate_reasons(p, lane(live=True), replay, strategy_enabled=True, now=T0)
+    assert "decision_stale" in live_reasons
+    plain = make_decision(event_ts=historic)
+    assert "decision_stale" in gate_reasons(p, lane(), plain, strategy_enabled=True, now=T0)
+
+
+def test_stale_ta_blocks_new_orders() -> None:
+    p = policy()
+    reasons = gate_reasons(p, lane(), make_decision(), strategy_enabled=True, now=T0, ta_stale=True)
+    assert reasons == ["ta_stale"]
+
+
 def test_kill_switch_sources_and_fail_safe() -> None:
     assert control_reasons(policy(TRADING_KILL_SWITCH_ENABLED="true"), lane(), "AAPL") == [
         "kill_switch_enabled"
