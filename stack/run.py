@@ -121,9 +121,7 @@ def main() -> int:
         )
         helpers.append((feed, "demo feed"))
         log("starting the worker; status at http://127.0.0.1:6066/trading/status — Ctrl-C stops")
-        worker = subprocess.Popen(
-            faust("worker", "-l", "info"), cwd=ROOT, env=env, text=True
-        )
+        worker = subprocess.Popen(faust("worker", "-l", "info"), cwd=ROOT, env=env, text=True)
         while worker.poll() is None:
             for proc, name in helpers:
                 if proc.poll() is not None:
