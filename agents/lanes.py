@@ -31,11 +31,12 @@ from streams.execution.runtime import (
 )
 from streams.execution.service import LaneService
 from streams.execution.startup import load_accounts
+from streams.topics import LANE_RETRIES_TOPIC
 from tables.ledger import FaustLedger
 
 log = logging.getLogger(__name__)
 
-RETRY_TOPIC = f"{settings.app_id}-lane-retries"
+RETRY_TOPIC = LANE_RETRIES_TOPIC  # re-driven (parked) decisions, co-partitioned
 CURSOR_MIRROR_EVERY = 5  # upkeep ticks
 
 lane_input = app.topic(

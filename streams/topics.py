@@ -27,7 +27,9 @@ dlq_topic = raw_topic(settings.dlq_topic)
 control_topic = raw_topic(settings.control_topic, compacting=True)
 # Trade updates re-keyed by account_label, co-partitioned with the decisions topic so that an
 # account's updates are applied on the worker that runs the account's lane.
-account_updates_topic = raw_topic(f"{settings.app_id}-trade-updates-by-account", internal=True)
+ACCOUNT_UPDATES_TOPIC = f"{settings.app_id}-trade-updates-by-account"
+LANE_RETRIES_TOPIC = f"{settings.app_id}-lane-retries"
+account_updates_topic = raw_topic(ACCOUNT_UPDATES_TOPIC, internal=True)
 
 
 def order_feed_topics() -> list[faust.TopicT]:

@@ -7,6 +7,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.app import app, settings
+from streams.topics import ACCOUNT_UPDATES_TOPIC, LANE_RETRIES_TOPIC
 
 
 def project_topics() -> dict[str, dict[str, str]]:
@@ -20,6 +21,10 @@ def project_topics() -> dict[str, dict[str, str]]:
     for name in (settings.order_feed_topic, settings.order_feed_topic_v2):
         if name:
             topics[name] = {"cleanup.policy": "delete"}
+    # Internal topics the worker would declare itself; created here too so that the forwarder's
+    # reconcile requests have somewhere to go before the first worker starts.
+    for name in (ACCOUNT_UPDATES_TOPIC, LANE_RETRIES_TOPIC):
+        topics[name] = {"cleanup.policy": "delete"}
     return topics
 
 
