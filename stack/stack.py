@@ -1,8 +1,9 @@
 """Local stack without Docker: Apache Kafka (KRaft, Maven Central jars) and a throwaway PostgreSQL.
 
-Usage: python stack/stack.py up|down|status|env
+Usage: python stack/stack.py up [--fresh]|down|status|env
 
 - `up` is idempotent: a running component is left alone, a stale PID file is cleared.
+  `up --fresh` first wipes the data of stopped components (the test suite's throwaway stack).
 - `down` stops only the processes this script started, by their recorded PIDs.
 - Readiness is real: Kafka answers a metadata request, Postgres answers `SELECT 1`.
 - Everything lives in `.cache/` (ignored): jars, the Maven repository, Kafka logs, the PG cluster.
@@ -424,9 +425,19 @@ def rebind_if_taken(kafka: Kafka, pg: Postgres, state: dict[str, int]) -> tuple[
     return kafka, pg
 
 
-async def up() -> None:
+def wipe_stopped(kafka: Kafka, pg: Postgres) -> None:
+    """Throw away the data of components that are not running (never of a running one)."""
+    if not read_pid(kafka.pid_file, kafka.marker):
+        shutil.rmtree(KAFKA_DIR / "data", ignore_errors=True)
+    if not pg.running_pid():
+        shutil.rmtree(pg.data, ignore_errors=True)
+
+
+async def up(fresh: bool = False) -> None:
     kafka, pg, state = components()
     kafka, pg = rebind_if_taken(kafka, pg, state)
+    if fresh:
+        wipe_stopped(kafka, pg)
     save_state(state)
     started = time.monotonic()
     kafka.start()
@@ -459,7 +470,7 @@ def main(argv: list[str]) -> int:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     cmd = argv[1] if len(argv) > 1 else "status"
     if cmd == "up":
-        asyncio.run(up())
+        asyncio.run(up(fresh="--fresh" in argv[2:]))
     elif cmd == "down":
         down()
     elif cmd == "status":
