@@ -3,7 +3,7 @@
 - `/healthz`: liveness (the event loop answers and the app has not crashed).
 - `/readyz`: 200 once table recovery is done and Kafka and Postgres answer, else 503.
 - `/trading/status`: every lane (flags, kill switch, last decision/submission/error, lag, ledger),
-  plus the ClickHouse source and TA freshness.
+  plus the strategy runtime (circuit/degraded state), the ClickHouse source and TA freshness.
 - `/trading/health`: 200, or 503 naming the unhealthy lanes and why (or stale TA that blocks
   orders); it always carries the TA freshness view.
 - `/metrics`: Prometheus text format (default registry).
@@ -19,10 +19,18 @@ from streams.app import app, settings
 from streams.clickhouse.status import clickhouse_status, freshness_health
 from streams.observability import metrics
 from streams.observability.runtime import WorkerObservability, for_app
+from streams.signal_pipeline import get_signal_pipeline
 
 
 def observability() -> WorkerObservability:
     return for_app(app, settings)
+
+
+def strategy_runtime_status() -> dict[str, Any] | None:
+    """Mode and per-strategy circuit state, once the signals agent has built its pipeline."""
+    if get_signal_pipeline.cache_info().currsize == 0:
+        return None  # not built here (yet); never build it from a status request
+    return get_signal_pipeline().status()
 
 
 @app.page("/healthz", name="healthz")
@@ -55,6 +63,7 @@ class TradingStatus(web.View):
         body = obs.board.snapshot()
         body["worker"] = obs.worker_info()
         body["clickhouse"] = clickhouse_status()
+        body["strategy_runtime"] = strategy_runtime_status()
         return self.json(body)
 
 

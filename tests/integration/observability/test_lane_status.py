@@ -79,10 +79,14 @@ async def test_failing_lane_is_reported_while_the_healthy_lane_stays_healthy(
         assert body["unhealthy"] == ["gamma"]
         assert "broker_error_auth" in body["problems"]["gamma"]
         assert body["lanes"] == {"alpha": True, "gamma": False}
+        assert body["ta_stale"] is False  # the TA freshness view rides along (check off here)
 
         status = worker.get("/trading/status")
         assert not any(secret in status.text for secret in SECRETS)
         accounts = status.json()["accounts"]
+        runtime = status.json()["strategy_runtime"]
+        assert runtime["mode"] and {"id", "enabled"} <= set(runtime["strategies"][0])
+        assert status.json()["clickhouse"]["freshness"]["enabled"] is False
         alpha, gamma = accounts["alpha"], accounts["gamma"]
         assert alpha["healthy"] and alpha["up"]
         assert alpha["last_submission"]["decision_hash"] == good.decision_hash
