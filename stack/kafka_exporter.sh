@@ -2,7 +2,7 @@
 # Build the Prometheus Kafka lag exporter (danielqsj/kafka_exporter) from the Go module proxy into
 # .cache/bin (ignored) and print the binary's path. Cached: later runs only print the path.
 #
-#   bash stack/kafka_exporter.sh        # -> /work/main/.cache/bin/kafka_exporter
+#   bash stack/kafka_exporter.sh        # -> .cache/bin/kafka_exporter
 #
 # Then: kafka_exporter --kafka.server=127.0.0.1:PORT --web.listen-address=127.0.0.1:PORT \
 #         --kafka.version=3.9.0   # scrape /metrics for kafka_consumergroup_lag{consumergroup=...}
