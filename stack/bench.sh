@@ -14,12 +14,12 @@ shift || true
 export TORGHUT_STACK_DIR="$PWD/.cache/bench-stack"
 cleanup() {
     "$PY" stack/stack.py down || true
-    rm -rf "$TORGHUT_STACK_DIR"
+    rm -rf "$TORGHUT_STACK_DIR"  # B5 alone leaves up to ~2 GB of changelog behind
 }
 trap cleanup EXIT INT TERM
 
-cleanup  # a previous run killed hard may have left its stack behind
-"$PY" stack/stack.py up || exit 1
+"$PY" stack/stack.py down >/dev/null 2>&1 || true  # a run killed hard may have left it up
+"$PY" stack/stack.py up --fresh || exit 1
 # shellcheck disable=SC1091
 set -a; . "$TORGHUT_STACK_DIR/env"; set +a
 
