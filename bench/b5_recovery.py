@@ -8,18 +8,17 @@ decisions topic's partition, which faust uses for the table write). Entries are 
 `submitted`, persisted, with the broker's order as acknowledged.
 
 1. restart: a worker restores the ledger, is SIGKILLed, its data dir is deleted, it is started
-   again → seconds from process start until `/readyz` is 200, and until one new decision per
-   account is acknowledged by the broker ("trading").
-2. standby: a second worker joins with `TORGHUT_TABLE_STANDBY_REPLICAS=1`; once both are ready
-   and the standbys caught up, the first is SIGKILLed → seconds until the survivor has taken up
-   every account (one new decision per account acknowledged). Includes the consumer session
-   timeout the dead member must expire first (TORGHUT_BROKER_SESSION_TIMEOUT_SECONDS).
+   again → seconds from process start until `/readyz` is 200, and until every account trades
+   again: from the restart on, one new decision per account not yet trading is sent every
+   second, until each account has one executed ("trading").
+2. standby: a second worker joins with `TORGHUT_TABLE_STANDBY_REPLICAS=1`; once its standbys
+   had time to catch up, the first is SIGKILLed → seconds until the survivor trades for every
+   account (same probing). Includes the consumer session timeout the dead member must expire
+   first (TORGHUT_BROKER_SESSION_TIMEOUT_SECONDS), and the records the takeover had to restore.
 
-Found on the way (reported, worked around here): decisions that reach a partition the consumer
-group never committed while a restarted worker is still restoring its tables are never
-processed (3 of 5 runs at 50,000 keys; none lost once every partition had a committed offset).
-aiokafka's `seek_to_committed` leaves a partition without a committed offset (or at 0) where it
-is, so nothing rewinds past records fetched before faust resumed its streams.
+"probes never taken" counts probes that no lane had taken (no ledger entry) 5 s after every
+account traded again, although later probes on the same partitions were taken: decisions that
+arrived while the worker was restoring or taking over partitions and were skipped for good.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from bench.b3_end_to_end import execution_count
+from bench.b3_end_to_end import ledger_view
 from bench.b4_scaling import decisions
 from bench.context import Context
 from bench.goals import B5_PROJECTED, B5_READY, GOAL_KEYS
@@ -43,6 +42,7 @@ from bench.support import (
     BenchWorker,
     accounts_json,
     ensure_topics,
+    fetch,
     labels,
     prepare_app_topics,
     produce_many,
@@ -51,14 +51,13 @@ from bench.support import (
     worker_env,
 )
 from schemas.codecs import encode_decision
-from schemas.decision import AccountDecision
 from streams.domain.ledger import encode_entry, received
 from streams.domain.sizing import OrderPlan
 from streams.observability.lag import partition_for_key
 from tests.support.stack import StackInfo
 
 SESSION_TIMEOUT_SECONDS = "6"
-COMMIT_WAIT_SECONDS = 6.0  # > faust's offset commit interval (2.8 s)
+PROBE_GRACE = 5.0  # s after trading resumed: a probe no lane took by then was skipped
 LABEL_MARK = "zq-label-mark-zq"
 HASH_MARK = "e" * 64
 
@@ -152,20 +151,63 @@ async def fill_ledger(
     return topic, time.monotonic() - started
 
 
-async def wait_orders(dsn: str, total: int, timeout: float) -> float:
-    started = time.monotonic()
-    while await execution_count(dsn) < total:
-        if time.monotonic() - started > timeout:
-            raise RuntimeError(f"fewer than {total} executions after {timeout:.0f}s")
-        await asyncio.sleep(0.1)
-    return time.monotonic() - started
+async def trading_after(
+    stack: StackInfo,
+    env: Mapping[str, str],
+    dsn: str,
+    accounts: Sequence[str],
+    since: float,
+    timeout: float = 900.0,
+) -> tuple[float, dict[str, str]]:
+    """Send one new decision per account every second until every account has one executed:
+    (seconds from `since` until the last account traded, every probe sent: hash → account)."""
+    sent: dict[str, str] = {}
+    pending = set(accounts)
+    deadline = time.monotonic() + timeout
+    while pending:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"accounts not trading after {timeout:.0f}s: {sorted(pending)}")
+        batch = decisions(sorted(pending), len(pending), universe(10))
+        await produce_many(
+            stack,
+            env["TORGHUT_DECISIONS_TOPIC"],
+            [(d.account_label.encode(), encode_decision(d)) for d in batch],
+        )
+        sent.update({d.decision_hash: d.account_label for d in batch})
+        for _ in range(10):
+            pending -= await executed_accounts(dsn, list(sent))
+            if not pending:
+                break
+            await asyncio.sleep(0.1)
+    return time.monotonic() - since, sent
 
 
-async def probe(stack: StackInfo, env: Mapping[str, str], accounts: Sequence[str]) -> None:
-    """One new decision per account: acknowledged only by a lane that is really trading."""
-    batch: list[AccountDecision] = decisions(accounts, len(accounts), universe(10))
-    records = [(d.account_label.encode(), encode_decision(d)) for d in batch]
-    await produce_many(stack, env["TORGHUT_DECISIONS_TOPIC"], records)
+async def executed_accounts(dsn: str, hashes: list[str]) -> set[str]:
+    rows = await fetch(
+        dsn,
+        "SELECT DISTINCT alpaca_account_label AS account FROM executions "
+        "WHERE client_order_id = ANY($1::text[])",
+        hashes,
+    )
+    return {r["account"] for r in rows}
+
+
+async def untaken(
+    stack: StackInfo, app_id: str, dsn: str, probes: Mapping[str, str], grace: float
+) -> tuple[int, int]:
+    """After `grace` seconds: (probes no lane ever took: absent from the ledger changelog,
+    probes taken but not executed yet: e.g. parked for a re-drive)."""
+    await asyncio.sleep(grace)
+    view = await ledger_view(stack, app_id)
+    taken = {h for _, h in view.steps}
+    rows = await fetch(
+        dsn,
+        "SELECT client_order_id FROM executions WHERE client_order_id = ANY($1::text[])",
+        list(probes),
+    )
+    done = {r["client_order_id"] for r in rows}
+    never = [h for h in probes if h not in taken and h not in done]
+    return len(never), sum(1 for h in probes if h in taken and h not in done)
 
 
 def restore_tables(lines: Sequence[str], table: str) -> list[dict[str, dict[int, int]]]:
@@ -252,36 +294,34 @@ async def restart(
     n, data = ctx.profile.ledger_keys, ctx.data_dir("b5-a")
     first = BenchWorker(ctx.stack, env, data, "b5-first").start()
     workers.append(first)
-    first_ready = first.wait_readyz(600)
+    first_ready = first.wait_readyz(900)
     result.details["first_start_rss_mib"] = rss_mib(first.pid)
-    # Trade once per account and let the offsets be committed, as on a running system: decisions
-    # on partitions the group never committed are not re-read after a restart's recovery (see
-    # the module docstring), which would hide the restart's own figure.
-    await probe(ctx.stack, env, accounts)
-    await wait_orders(dsn, len(accounts), 600)
-    await asyncio.sleep(COMMIT_WAIT_SECONDS)
     first.kill()
     shutil.rmtree(data, ignore_errors=True)
     again = BenchWorker(ctx.stack, env, data, "b5-restarted").start()
     workers.append(again)
-    await probe(ctx.stack, env, accounts)
-    ready = again.wait_readyz(600)
-    await wait_orders(dsn, 2 * len(accounts), 600)
-    trading_seconds = time.monotonic() - again.started_at
+    ready_task = asyncio.create_task(asyncio.to_thread(again.wait_readyz, 900))
+    trading, probes = await trading_after(ctx.stack, env, dsn, accounts, again.started_at)
+    ready = await ready_task
     restoring = restore_seconds(again.lines)
     rate = n / restoring if restoring else None
     result.add(B5_READY, ready, "s")
-    result.add("restart → trading", trading_seconds, "s")
+    result.add("restart → trading", trading, "s")
     result.add("changelog restore", restoring, "s")
     result.add("restore rate", rate, "keys/s")
     if n < GOAL_KEYS and rate and restoring is not None:
         # The start-up around the restore stays; the restore grows with the keys.
         result.add(B5_PROJECTED, ready - restoring + GOAL_KEYS / rate, "s")
+    skipped, pending = await untaken(ctx.stack, env["TORGHUT_APP_ID"], dsn, probes, PROBE_GRACE)
+    result.add("restart: probes never taken", skipped)
     result.details.update(
         {
             "first_start_ready_seconds": first_ready,
             "restart_ready_seconds": ready,
-            "restart_trading_seconds": trading_seconds,
+            "restart_trading_seconds": trading,
+            "restart_probes_sent": len(probes),
+            "restart_probes_never_taken": skipped,
+            "restart_probes_taken_not_executed": pending,
             "restart_rss_mib": rss_mib(again.pid),
         }
     )
@@ -298,27 +338,29 @@ async def standby(
     active = workers[-1]
     survivor = BenchWorker(ctx.stack, env, ctx.data_dir("b5-b"), "b5-standby").start()
     workers.append(survivor)
-    survivor.wait_readyz(600)
+    survivor.wait_readyz(900)
     # faust gives no reliable "standby caught up" signal (its standby highwaters are cleared
     # once recovery completes, so the remaining-records gauge reads 0 at once): wait as long as
     # a full restore took, then check in the survivor's log what the takeover had to restore.
     settle = max(10.0, float(result.details["restart_ready_seconds"]))
     await asyncio.sleep(settle)
-    before = await execution_count(dsn)
     seen = len(survivor.lines)
     killed_at = time.monotonic()
     active.kill()
-    await probe(ctx.stack, env, accounts)
-    await wait_orders(dsn, before + len(accounts), 600)
-    took_over = time.monotonic() - killed_at
+    took_over, probes = await trading_after(ctx.stack, env, dsn, accounts, killed_at)
     recoveries = restore_tables(survivor.lines[seen:], "lane-ledger-changelog")
     restored = sum(restored_records(r) for r in recoveries)
+    skipped, pending = await untaken(ctx.stack, env["TORGHUT_APP_ID"], dsn, probes, PROBE_GRACE)
     result.add("standby takeover → trading", took_over, "s")
     result.add("records restored at takeover", restored)
+    result.add("takeover: probes never taken", skipped)
     result.details.update(
         {
             "standby_settle_seconds": settle,
             "standby_takeover_seconds": took_over,
+            "takeover_probes_sent": len(probes),
+            "takeover_probes_never_taken": skipped,
+            "takeover_probes_taken_not_executed": pending,
             "takeover_recoveries": recoveries,
         }
     )
