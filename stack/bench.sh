@@ -11,7 +11,7 @@ PY=.venv/bin/python
 profile="${1:-quick}"
 shift || true
 
-export TORGHUT_STACK_DIR="$PWD/.cache/bench-stack"
+export TORGHUT_STACK_DIR="${TORGHUT_STACK_DIR:-$PWD/.cache/bench-stack}"
 cleanup() {
     "$PY" stack/stack.py down || true
     rm -rf "$TORGHUT_STACK_DIR"  # B5 alone leaves up to ~2 GB of changelog behind
