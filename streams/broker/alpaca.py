@@ -11,6 +11,11 @@
   anyway, the broker's 422 duplicate answer is resolved the same way (`submit_order` fetches it).
 - A per-account token bucket keeps the account under Alpaca's 200 requests/minute; a call that
   would wait longer than `max_token_wait` fails fast with `rate_limit` instead of blocking.
+- The brokers of one process share `call_slots`, a bound on calls running in threads at once:
+  with 100 accounts, timers that fan out to every account (reconcile, snapshots) would otherwise
+  run hundreds of threads, and their fight for the GIL starves the event loop (missed heartbeats,
+  a rebalance). A call that gets no slot within its timeout fails with `rate_limit` (nothing
+  was sent).
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ class AlpacaBroker:
         rate_limit_per_minute: int,
         max_workers: int = 4,
         max_token_wait: float = 0.5,
+        call_slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.label = account.label
         self._timeout = timeout_seconds
@@ -87,6 +93,7 @@ class AlpacaBroker:
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix=f"broker-{self.label}")
         self._bucket = TokenBucket(rate_limit_per_minute)
         self._max_token_wait = max_token_wait
+        self._slots = call_slots
 
     async def _take_token(self) -> None:
         wait = self._bucket.try_acquire()
@@ -98,17 +105,32 @@ class AlpacaBroker:
         if self._bucket.try_acquire() != 0.0:
             raise BrokerError(ErrorClass.rate_limit, message="local request budget exhausted")
 
+    async def _take_slot(self) -> None:
+        if self._slots is None:
+            return
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self._timeout)
+        except TimeoutError:
+            raise BrokerError(
+                ErrorClass.rate_limit, message="no broker call slot free in time"
+            ) from None
+
     async def _call(self, call: str, fn: Callable[[], T]) -> T:
         await self._take_token()
+        await self._take_slot()
         loop = asyncio.get_running_loop()
-        with time_broker_call(self.label, call):
-            try:
-                # The socket timeout normally fires first (a clean `timeout`); this is the backstop.
-                return await asyncio.wait_for(
-                    loop.run_in_executor(self._executor, fn), self._timeout + 1.0
-                )
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a BrokerError
-                raise classify(exc) from None
+        try:
+            with time_broker_call(self.label, call):
+                try:
+                    # The socket timeout normally fires first (a clean `timeout`); the backstop.
+                    return await asyncio.wait_for(
+                        loop.run_in_executor(self._executor, fn), self._timeout + 1.0
+                    )
+                except Exception as exc:  # noqa: BLE001 - every failure becomes a BrokerError
+                    raise classify(exc) from None
+        finally:
+            if self._slots is not None:
+                self._slots.release()
 
     # ---- orders
     async def submit_order(self, plan: OrderPlan) -> Order:

@@ -3,17 +3,24 @@ reconciler so that they draw on one request budget (Alpaca limits per account)."
 
 from __future__ import annotations
 
+import asyncio
 from functools import lru_cache
 
 from streams.broker.alpaca import AlpacaBroker
 from streams.domain.accounts import Account
 from streams.settings import Settings, get_settings
 
+# Broker calls running in threads at once, all accounts of the process together (see
+# streams/broker/alpaca.py). Enough for every lane of a worker to have a call out at the same
+# time on a small box, few enough that the event loop keeps the GIL when it needs it.
+CALL_SLOTS = 16
+
 
 class BrokerPool:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, call_slots: int = CALL_SLOTS) -> None:
         self._settings = settings
         self._brokers: dict[str, AlpacaBroker] = {}
+        self._slots = asyncio.Semaphore(call_slots)
 
     def for_account(self, account: Account) -> AlpacaBroker:
         broker = self._brokers.get(account.label)
@@ -22,6 +29,7 @@ class BrokerPool:
                 account,
                 timeout_seconds=self._settings.broker_timeout_seconds,
                 rate_limit_per_minute=self._settings.broker_rate_limit_per_minute,
+                call_slots=self._slots,
             )
             self._brokers[account.label] = broker
         return broker

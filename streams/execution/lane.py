@@ -156,8 +156,9 @@ class Lane:
         entry = self.env.ledger.get(key)
         if entry is None:
             self.env.crash.point("before_ledger_write")
+            # Not written: no side effect comes before `planned`, and every way out of the plan
+            # step (planned, rejected, parked) writes the entry itself.
             entry = received(decision, self.env.clock())
-            await self.env.ledger.put(entry, durable=False)  # no side effect until `planned`
         try:
             entry = await self._drive(entry, started)
         except Exception as exc:  # noqa: BLE001 - a poison decision must not stop the lane
@@ -235,7 +236,8 @@ class Lane:
             )
             return await self._park(entry, f"database: {type(exc).__name__}")
         done = entry.marked_persisted()
-        await self.env.ledger.put(done, durable=False)
+        if done.terminal:  # a planned entry goes straight on to a step that writes it
+            await self.env.ledger.put(done, durable=False)
         return done
 
     def _refusals(self, entry: LedgerEntry, now: datetime) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer
 
 from schemas.codecs import encode_decision
 from schemas.decision import AccountDecision, Action
@@ -25,7 +26,12 @@ from tests.support.worker import Worker
 
 T = TypeVar("T")
 
-KEYS = {"alpha": ("AK-ALPHA", "SK-ALPHA-secret"), "beta": ("AK-BETA", "SK-BETA-secret")}
+KEYS = {
+    "alpha": ("AK-ALPHA", "SK-ALPHA-secret"),
+    "beta": ("AK-BETA", "SK-BETA-secret"),
+    "gamma": ("AK-GAMMA", "SK-GAMMA-secret"),
+    "delta": ("AK-DELTA", "SK-DELTA-secret"),
+}
 PRICES = {"AAPL": "100", "MSFT": "200", "BTC/USD": "50000"}
 _seq = count(1)
 ACK_LINE = re.compile(r"order acknowledged by the broker in ([0-9.]+) ms")
@@ -202,3 +208,25 @@ def ack_latencies_ms(worker: Worker) -> list[float]:
     """consume→ack per order, from the worker's "order acknowledged ... in X ms" lines."""
     found = (ACK_LINE.search(line) for line in worker.lines)
     return [float(m.group(1)) for m in found if m]
+
+
+async def topic_values(stack: StackInfo, topic: str, idle: float = 2.0) -> list[bytes]:
+    """Every record value of `topic` from the beginning, until `idle` s without a new one."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=stack.bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        out: list[bytes] = []
+        last = time.monotonic()
+        while time.monotonic() - last < idle:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                out.extend(r.value for r in records if r.value is not None)
+                last = time.monotonic() if records else last
+        return out
+    finally:
+        await consumer.stop()

@@ -7,6 +7,9 @@ committed) and crashes at the next step. The last worker runs with the global ki
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from streams.execution.crash import CRASH_EXIT_CODE, CRASH_POINTS
@@ -22,6 +25,8 @@ from tests.integration.lanes.helpers import (
     send,
     simulator,
     start_worker,
+    topic_values,
+    wait_executed,
     wait_status,
 )
 from tests.support.stack import StackInfo
@@ -71,3 +76,52 @@ async def test_crash_at_every_step_gives_one_order_and_one_execution(
         assert len(await executions(head_dsn, d)) == 1
         row = await decision_row(head_dsn, d)
         assert row is not None and row["status"] in ("submitted", "partially_filled", "filled")
+
+
+async def ledger_states(stack: StackInfo, env: dict[str, str]) -> dict[str, set[str]]:
+    """Decision hash → every ledger state durably written for it (from the changelog)."""
+    topic = f"{env['TORGHUT_APP_ID']}-lane-ledger-changelog"
+    states: dict[str, set[str]] = {}
+    for value in await topic_values(stack, topic):
+        entry = json.loads(value)
+        states.setdefault(entry["decision"]["decision_hash"], set()).add(entry["state"])
+    return states
+
+
+async def test_crash_with_several_accounts_in_flight_loses_and_duplicates_nothing(
+    stack: StackInfo, head_dsn: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Accounts run concurrently: the crash (when alpha's POST returns) hits the slow accounts
+    mid-POST (accepted at the broker, ledger in `submitting`) with their next decisions queued.
+    After the restart every decision has exactly one order and one execution."""
+    slow, labels = ["beta", "gamma", "delta"], ["beta", "gamma", "delta", "alpha"]
+    with simulator(labels) as sim:
+        env = lane_env("crash-many", head_dsn, registry(sim.url, labels))
+        await prepare_topics(stack, env)
+        for label in slow:
+            sim.admin.set_faults(label, delay_post_response_ms=3000)
+        sim.admin.set_faults("alpha", delay_post_response_ms=1000)
+        firsts = [decision(label) for label in labels]  # alpha's is read last
+        seconds = [decision(label, "MSFT") for label in labels]
+        crashing = Worker(stack, {**env, "TORGHUT_CRASH_AT": "after_submit"}, tmp_path, "many")
+        workers.append(crashing.start())
+        crashing.wait_ready(timeout=120)
+        await send(stack, env, *firsts, *seconds)
+        assert crashing.wait_exit(timeout=120) == CRASH_EXIT_CODE, crashing.tail()
+
+        states = await ledger_states(stack, env)
+        unacked = [states.get(d.decision_hash, set()) for d in firsts]
+        in_flight = [s for s in unacked if "submitting" in s and "submitted" not in s]
+        assert len(in_flight) == len(labels), states  # all four POSTs were out at once
+        assert not any(d.decision_hash in states for d in seconds)  # each account in order
+        for label in labels:
+            sim.admin.clear_faults(label)
+
+        workers.append(start_worker(stack, env, tmp_path, "many-after"))
+        for d in firsts + seconds:
+            await wait_executed(head_dsn, d, timeout=60)
+        for d in firsts + seconds:
+            assert len(broker_orders(sim, d)) == 1, d.account_label
+            assert len(await executions(head_dsn, d)) == 1, d.account_label
+        for label in labels:
+            assert len(sim.admin.orders(label)) == 2, label
