@@ -2,9 +2,11 @@
 its time went.
 
 Every ledger transition is a changelog record (key `account|hash`, value the entry's JSON) with
-the producer's timestamp. Per order the lane writes, in order: received, planned, planned
-(persisted), submitting, submitted, submitted (persisted). The gaps between consecutive records
-are the lane's steps; `queued` is the decision's wait from fan-out (`emitted_at`) to the lane.
+the producer's timestamp. Per order the lane writes, in order: planned, submitting, submitted,
+submitted (persisted) (older lanes also wrote `received` first and `planned (persisted)` after
+the decision row). The gaps between consecutive records are the lane's steps, the first one
+measured from the entry's `received_at`; `queued` is the decision's wait from fan-out
+(`emitted_at`) to the lane (`received_at`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,17 @@ from bench.report import latency_summary
 
 Order = tuple[str, str]  # (account, client_order_id = decision hash)
 
+FIRST_STEP = "plan + durable `planned`"  # lanes that no longer write `received`
 STEPS = {
     ("received", False, "planned", False): "plan (incl. durable `received`)",
     ("planned", False, "planned", True): "persist decision row",
     ("planned", True, "submitting", False): "controls + durable `submitting`",
+    (
+        "planned",
+        False,
+        "submitting",
+        False,
+    ): "decision row + controls + durable `submitting`",
     ("submitting", False, "submitted", False): "broker POST + durable `submitted`",
     ("submitted", False, "submitted", True): "persist decision + execution rows",
 }
@@ -80,9 +89,13 @@ def _steps(changes: list[Change]) -> dict[str, float]:
     out: dict[str, float] = {}
     first = changes[0]
     emitted = first.entry["decision"].get("emitted_at")
-    if first.state == "received" and emitted:
-        waited = _when(first.entry["received_at"]) - _when(emitted)
+    received_at = first.entry.get("received_at")
+    if received_at and emitted:
+        waited = _when(received_at) - _when(emitted)
         out["queued before the lane"] = 1000.0 * waited.total_seconds()
+    if received_at and first.state == "planned":
+        planned_ms = first.timestamp_ms - 1000.0 * _when(received_at).timestamp()
+        out[FIRST_STEP] = planned_ms
     for a, b in itertools.pairwise(changes):
         step = STEPS.get((a.state, a.persisted, b.state, b.persisted))
         if step is not None and step not in out:

@@ -68,6 +68,19 @@ class Settings(BaseSettings):
     table_standby_replicas: int = env(
         "TORGHUT_TABLE_STANDBY_REPLICAS", 1, "Standby replicas kept for each table."
     )
+    table_bulk_restore: bool = env(
+        "TORGHUT_TABLE_BULK_RESTORE",
+        True,
+        "Restore RocksDB tables from their changelogs in bulk before faust's per-event recovery "
+        "(streams/state/restore.py); `false` leaves recovery entirely to faust.",
+    )
+    table_restore_processes: int = env(
+        "TORGHUT_TABLE_RESTORE_PROCESSES",
+        2,
+        "Child processes of the bulk restore that turn changelog ranges into RocksDB SST files "
+        "(used from 20,000 records on); 0 restores in the worker's event loop.",
+        ge=0,
+    )
     broker_session_timeout: float = env(
         "TORGHUT_BROKER_SESSION_TIMEOUT_SECONDS",
         30.0,

@@ -90,7 +90,9 @@ def remaining_from(detail: str) -> int:
 async def test_readiness_is_false_during_a_changelog_recovery(
     stack: StackInfo, workers: list[Worker], tmp_path: Path
 ) -> None:
-    env = app_env("obs-ready")
+    # faust's own per-event recovery: the bulk restore (streams/state) would finish these
+    # records before a probe could see them; tests/integration/state covers its readiness.
+    env = app_env("obs-ready", TORGHUT_TABLE_BULK_RESTORE="false")
     await create_topics(
         stack.bootstrap, app_topics(env), partitions=4, compact=[env["TORGHUT_CONTROL_TOPIC"]]
     )

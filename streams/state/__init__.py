@@ -1,0 +1,1 @@
+"""Local table state: bulk restore of changelog-backed tables."""
