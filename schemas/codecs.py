@@ -5,8 +5,8 @@ so that a bad record raises `DecodeError` with a short machine `reason`, and bec
 with its original bytes, instead of an exception inside faust. Every failure mode of untrusted
 bytes (bad JSON, bad Avro, a valid document of the wrong shape) surfaces as `DecodeError`.
 
-Hot path: JSON goes straight through `Model.model_validate_json`; Avro through one cached parsed
-schema and fastavro's `schemaless_reader`.
+Hot path: JSON goes straight through `Model.model_validate_json`; Avro through a reader compiled
+once from the schema (schemas/avro_reader.py; fastavro writes, and reads what that cannot).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import fastavro
 from faust.serializers import codecs as faust_codecs
 from pydantic import BaseModel, ValidationError
 
+from schemas.avro_reader import UnsupportedSchema, compile_reader
 from schemas.common import iso_millis
 from schemas.control import ControlCommand
 from schemas.dead_letter import DeadLetter
@@ -122,17 +123,29 @@ def _looks_like_json(raw: bytes) -> bool:
     return first == 0x7B or (first in _WHITESPACE and raw.lstrip()[:1] == b"{")
 
 
-def _read_avro(body: bytes) -> Any:
-    stream = io.BytesIO(body)
+@cache
+def ta_signal_reader() -> Callable[[bytes], tuple[Any, int]]:
+    """The TaSignal record reader: compiled once (fastavro's when the schema needs it)."""
     try:
-        record = fastavro.schemaless_reader(stream, ta_signal_schema(), None)
+        return compile_reader(json.loads(AVSC_PATH.read_text()))
+    except UnsupportedSchema:
+        return _fastavro_reader
+
+
+def _fastavro_reader(body: bytes) -> tuple[Any, int]:
+    stream = io.BytesIO(body)
+    return fastavro.schemaless_reader(stream, ta_signal_schema(), None), stream.tell()
+
+
+def _read_avro(body: bytes) -> Any:
+    try:
+        record, consumed = ta_signal_reader()(body)
     except Exception as exc:  # noqa: BLE001 - untrusted bytes fail in many ways
         raise DecodeError("avro_decode_error", f"TaSignal: {type(exc).__name__}") from None
-    if stream.tell() != len(body):
+    if consumed != len(body):
         raise DecodeError(
             "avro_trailing_bytes",
-            f"TaSignal: {len(body) - stream.tell()} bytes after the record "
-            "(another writer schema?)",
+            f"TaSignal: {len(body) - consumed} bytes after the record (another writer schema?)",
         )
     return record
 

@@ -6,7 +6,10 @@ account's entries live on the worker that runs its lane and come back with it af
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, cast
+
+from faust.stores.rocksdb import Store as RocksStore
 
 from streams.app import app, settings
 from streams.domain.ledger import LedgerEntry, LedgerScan, decode_entry, encode_entry, is_done
@@ -28,6 +31,16 @@ ledger_table: Any = app.tables.add(
 )
 
 
+def _raw_items() -> Iterator[tuple[bytes, bytes]]:
+    """The active partitions' entries as stored. With RocksDB, read straight from the store:
+    through faust's mapping view, a 1M-entry scan held the event loop for 12-15 s after every
+    rebalance (bench B5)."""
+    store = ledger_table.data
+    if isinstance(store, RocksStore):
+        return store._iteritems()
+    return cast(Iterator[tuple[bytes, bytes]], iter(ledger_table.items()))
+
+
 class FaustLedger:
     """The lane's `Ledger` over the table; writes are made inside the lanes agent."""
 
@@ -46,7 +59,7 @@ class FaustLedger:
         Finished entries (most of them) are counted without being decoded.
         """
         scan = LedgerScan()
-        for key, raw in ledger_table.items():
+        for key, raw in _raw_items():
             label = bytes(key).split(b"|", 1)[0].decode()
             scan.sizes[label] = scan.sizes.get(label, 0) + 1
             if not is_done(raw):
