@@ -25,12 +25,16 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
 from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest
+from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest
+from requests.utils import get_netrc_auth
 
 from streams.broker.errors import BrokerError, ErrorClass, classify
 from streams.broker.ratelimit import TokenBucket
@@ -38,18 +42,55 @@ from streams.domain.accounts import Account, AccountMode
 from streams.domain.sizing import OrderPlan
 from streams.observability.metrics import time_broker_call
 
+if TYPE_CHECKING:  # types of the requests stubs only
+    from requests.adapters import _HostParams, _PoolKwargs
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Order = dict[str, Any]
 
 
-class _TimeoutSession(requests.Session):
-    """A session whose requests time out (alpaca-py passes no timeout at all)."""
+class _PoolKeyCachingAdapter(HTTPAdapter):
+    """An adapter that works out each pool key once. requests recomputes it on every call, with
+    an `os.path.isdir` of the CA bundle path: a stat per order, under the GIL, in the profile."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self._pool_keys: dict[tuple[str, Any, Any], tuple[_HostParams, _PoolKwargs]] = {}
+
+    def build_connection_pool_key_attributes(
+        self, request: PreparedRequest, verify: Any, cert: Any = None
+    ) -> tuple[_HostParams, _PoolKwargs]:
+        parts = urlsplit(request.url or "")
+        key = (f"{parts.scheme}://{parts.netloc}", verify, cert)
+        cached = self._pool_keys.get(key)
+        if cached is None:
+            cached = super().build_connection_pool_key_attributes(request, verify, cert)
+            self._pool_keys[key] = cached
+        host_params, pool_kwargs = cached
+        return host_params.copy(), pool_kwargs.copy()  # callers may change them
+
+
+class _TimeoutSession(requests.Session):
+    """A session whose requests time out (alpaca-py passes no timeout at all).
+
+    What requests reads from the environment on every call (proxies, CA bundle, netrc) is read
+    once, for the account's base URL, when the session is made: the same settings, without an
+    environment scan and two file-system lookups per order."""
+
+    def __init__(self, timeout: float, base_url: str) -> None:
         super().__init__()
         self._timeout = timeout
+        settings = self.merge_environment_settings(base_url, {}, None, None, None)
+        self.proxies = settings["proxies"]
+        self.verify = settings["verify"]
+        self.cert = settings["cert"]
+        self.auth = get_netrc_auth(base_url)
+        self.trust_env = False
+        adapter = _PoolKeyCachingAdapter()
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
 
     def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         if kwargs.get("timeout") is None:
@@ -67,7 +108,7 @@ def make_trading_client(account: Account, timeout: float) -> TradingClient:
     )
     # alpaca-py exposes neither a timeout nor "no retries" (retry_attempts=0 is ignored): set the
     # RESTClient attributes it reads. tests/unit/execution/test_broker.py pins them.
-    client._session = _TimeoutSession(timeout)
+    client._session = _TimeoutSession(timeout, str(client._base_url))
     client._retry = 0
     client._retry_codes = []
     return client

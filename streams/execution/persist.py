@@ -79,10 +79,17 @@ class LaneSink:
         self._repos = repositories
 
     async def persist(self, entry: LedgerEntry) -> None:
-        """The rows the entry's state calls for: the decision, and the execution once submitted."""
+        """The rows the entry's state calls for: the decision, and the execution once submitted.
+
+        A submitted entry's decision row normally exists (written as `planned`): then the
+        execution upsert alone writes both, mirroring the status to the decision in the same
+        statement (one round trip instead of two). Otherwise the decision row comes first."""
         repo = await self._repos.get()
+        submitted = entry.state is LedgerState.submitted
+        if submitted and await repo.upsert_decided_execution(execution_row(entry)) is not None:
+            return
         await repo.upsert_decisions([decision_row(entry)])
-        if entry.state is LedgerState.submitted:
+        if submitted:
             await repo.upsert_execution(execution_row(entry))
 
     async def snapshot(self, snapshot: AccountSnapshot, positions: list[dict[str, Any]]) -> None:

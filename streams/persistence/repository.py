@@ -38,6 +38,7 @@ from streams.persistence.rows import (
 )
 from streams.persistence.status import (
     DECISION_RANKS,
+    DECISION_TERMINAL,
     EXECUTION_RANKS,
     EXECUTION_TERMINAL,
     TERMINAL,
@@ -135,30 +136,19 @@ UPDATE trade_decisions d SET
 WHERE d.alpaca_account_label = $1 AND d.decision_hash = $2 AND {_DEC_RANK} < $5::int
 """
 
-_MIRROR_DECISION = f"""
-UPDATE trade_decisions d SET
-    status = $3::text,
-    executed_at = CASE WHEN $3::text = 'filled' THEN COALESCE(d.executed_at, $5, now())
-                       ELSE d.executed_at END,
-    updated_at = now()
-WHERE d.alpaca_account_label = $1 AND d.id = $2 AND {_DEC_RANK} < $4::int
-"""
-
 _EXECUTION_COLUMNS = """
     id, trade_decision_id, alpaca_account_label, client_order_id, alpaca_order_id, symbol, side,
     order_type, time_in_force, submitted_qty, filled_qty, avg_fill_price, status, raw_order,
     last_event_ts"""
 
-_UPSERT_EXECUTION = f"""
+_EXECUTION_INSERT = """
 INSERT INTO executions AS e (
     alpaca_account_label, client_order_id, alpaca_order_id, trade_decision_id, symbol, side,
     order_type, time_in_force, submitted_qty, filled_qty, avg_fill_price, status, raw_order,
     last_event_ts)
-VALUES ($1::text, $2::text, $3::text,
-        (SELECT d.id FROM trade_decisions d
-         WHERE d.alpaca_account_label = $1::text AND d.decision_hash = $2::text),
-        $4::text, $5::text, $6::text, $7::text, $8::numeric, $9::numeric, $10::numeric,
-        $11::text, $12::jsonb, $13::timestamptz)
+"""
+
+_EXECUTION_ON_CONFLICT = f"""
 ON CONFLICT (alpaca_account_label, client_order_id) DO UPDATE SET
     alpaca_order_id = COALESCE(e.alpaca_order_id, EXCLUDED.alpaca_order_id),
     trade_decision_id = COALESCE(e.trade_decision_id, EXCLUDED.trade_decision_id),
@@ -174,6 +164,62 @@ ON CONFLICT (alpaca_account_label, client_order_id) DO UPDATE SET
     updated_at = now()
 RETURNING id, trade_decision_id, status
 """
+
+_UPSERT_EXECUTION = f"""{_EXECUTION_INSERT}VALUES ($1::text, $2::text, $3::text,
+        (SELECT d.id FROM trade_decisions d
+         WHERE d.alpaca_account_label = $1::text AND d.decision_hash = $2::text),
+        $4::text, $5::text, $6::text, $7::text, $8::numeric, $9::numeric, $10::numeric,
+        $11::text, $12::jsonb, $13::timestamptz)
+{_EXECUTION_ON_CONFLICT}"""
+
+# The same, written only when the decision row exists (its id comes from it).
+_UPSERT_DECIDED_EXECUTION = f"""{_EXECUTION_INSERT}
+SELECT $1::text, $2::text, $3::text, d.id, $4::text, $5::text, $6::text, $7::text,
+       $8::numeric, $9::numeric, $10::numeric, $11::text, $12::jsonb, $13::timestamptz
+FROM trade_decisions d WHERE d.alpaca_account_label = $1::text AND d.decision_hash = $2::text
+{_EXECUTION_ON_CONFLICT}"""
+
+
+def _decision_status_sql(column: str) -> str:
+    """`decision_status_for(column)` in SQL (constants only)."""
+    mirrored = ", ".join(f"'{s}'" for s in sorted(DECISION_TERMINAL | {"partially_filled"}))
+    return (
+        f"(CASE WHEN {column} IN ({mirrored}) THEN {column}"
+        f" WHEN {column} = 'submitting' THEN 'submitting' ELSE 'submitted' END)"
+    )
+
+
+def _and_mirror(upsert: str) -> str:
+    """The upsert, the mirror of its status to the linked decision and a check for unlinked
+    events of the order, as one (atomic) statement: one round trip instead of five (BEGIN, three
+    statements, COMMIT) on the lane's path after every ack. The upsert writes only `executions`,
+    which neither the mirror nor the check reads. Found events are then linked and folded in a
+    transaction of their own (`_late_link`; rare: an order event that beat its execution row).
+    """
+    return f"""
+WITH ex AS ({upsert.strip()}),
+m AS (SELECT ex.trade_decision_id AS id, {_decision_status_sql("ex.status")} AS status FROM ex),
+mirrored AS (
+    UPDATE trade_decisions d SET
+        status = m.status,
+        executed_at = CASE WHEN m.status = 'filled' THEN COALESCE(d.executed_at, now())
+                           ELSE d.executed_at END,
+        updated_at = now()
+    FROM m
+    WHERE d.alpaca_account_label = $1::text AND d.id = m.id
+      AND {_DEC_RANK} < {rank_sql("m.status", DECISION_RANKS)}
+)
+SELECT ex.id, ex.trade_decision_id, ex.status,
+       EXISTS (SELECT 1 FROM execution_order_events ev
+               WHERE ev.execution_id IS NULL AND ev.alpaca_account_label = $1::text
+                 AND (ev.client_order_id = $2::text OR ev.alpaca_order_id = $3::text))
+           AS unlinked_events
+FROM ex
+"""
+
+
+_UPSERT_EXECUTION_AND_MIRROR = _and_mirror(_UPSERT_EXECUTION)
+_UPSERT_DECIDED_EXECUTION_AND_MIRROR = _and_mirror(_UPSERT_DECIDED_EXECUTION)
 
 # Late linking: unlinked events of this account that name this order (either id).
 _LINK_EVENTS = """
@@ -433,9 +479,18 @@ class Repository:
         and late-links this account's unlinked order events of the same order, folding the
         most advanced of them into the execution.
         """
-        async with self._pool.acquire() as conn, conn.transaction():
+        execution_id = await self._upsert_execution(_UPSERT_EXECUTION_AND_MIRROR, row)
+        assert execution_id is not None  # an upsert always returns its row
+        return execution_id
+
+    async def upsert_decided_execution(self, row: ExecutionRow) -> int | None:
+        """`upsert_execution` if the order's decision row exists; else None, nothing written."""
+        return await self._upsert_execution(_UPSERT_DECIDED_EXECUTION_AND_MIRROR, row)
+
+    async def _upsert_execution(self, sql: str, row: ExecutionRow) -> int | None:
+        async with self._pool.acquire() as conn:
             record = await conn.fetchrow(
-                _UPSERT_EXECUTION,
+                sql,
                 row.account_label,
                 row.client_order_id,
                 row.alpaca_order_id,
@@ -451,25 +506,13 @@ class Repository:
                 row.last_event_ts,
                 execution_rank(row.status),
             )
+            if record is None:
+                return None
             execution_id = int(record["id"])
-            decision_id = record["trade_decision_id"]
-            if decision_id is not None:
-                await self._mirror(conn, row.account_label, decision_id, record["status"], None)
-            await self._late_link(conn, row, execution_id, decision_id)
+            if record["unlinked_events"]:
+                async with conn.transaction():
+                    await self._late_link(conn, row, execution_id, record["trade_decision_id"])
             return execution_id
-
-    async def _mirror(
-        self,
-        conn: asyncpg.Connection,
-        account: str,
-        decision_id: int,
-        execution_status: str,
-        event_ts: datetime | None,
-    ) -> None:
-        status = decision_status_for(execution_status)
-        await conn.execute(
-            _MIRROR_DECISION, account, decision_id, status, decision_rank(status), event_ts
-        )
 
     async def _late_link(
         self, conn: asyncpg.Connection, row: ExecutionRow, execution_id: int, decision_id: Any

@@ -316,3 +316,27 @@ async def test_cursor_snapshot_and_pending_decisions(repo: Repository) -> None:
     pending = await repo.decisions_pending("paper", future)
     assert [p.decision_hash for p in pending] == [f"{1:064x}", f"{2:064x}"]
     assert await repo.decisions_pending("paper", T0) == []
+
+
+async def test_decided_execution_is_written_only_with_its_decision(
+    repo: Repository, head_dsn: str
+) -> None:
+    assert await repo.upsert_decided_execution(execution("paper")) is None
+    assert await repo.get_execution("paper", client_order_id=f"{1:064x}") is None
+
+    await repo.upsert_decisions([decision("paper")])
+    execution_id = await repo.upsert_decided_execution(execution("paper"))
+    assert execution_id is not None
+    assert await decision_status(head_dsn, "paper") == "submitted"  # mirrored, same statement
+    assert await repo.upsert_execution(execution("paper")) == execution_id
+    conn = await asyncpg.connect(head_dsn)
+    try:
+        linked = await conn.fetchval(
+            "SELECT e.trade_decision_id = d.id FROM executions e JOIN trade_decisions d"
+            " ON d.alpaca_account_label = e.alpaca_account_label"
+            " AND d.decision_hash = e.client_order_id WHERE e.id = $1",
+            execution_id,
+        )
+    finally:
+        await conn.close()
+    assert linked is True
