@@ -92,6 +92,7 @@ async def run(ctx: Context, result: BenchResult) -> None:
     result.add("signals/s", signal_rate, "sig/s")
     result.add("decisions/s", len(decisions) / span if span else None, "dec/s")
     result.add("B2/B1", ratio(signal_rate, ctx.shared.get("b1_rate")))
+    result.add("B2/faust agent passthrough", ratio(signal_rate, ctx.shared.get("b1_faust_rate")))
     result.add("cpu per signal", 1e6 * cpu / n, "µs")
     result.add("accounts (K)", k)
     result.details.update(

@@ -322,7 +322,7 @@ class BenchWorker(Worker):
 
     def _maybe_profile(self) -> None:
         """With BENCH_PROFILE_DIR set, py-spy samples the worker for its whole life (raw
-        collapsed stacks, `<dir>/<name>-<pid>.txt`). py-spy is not a project dependency."""
+        collapsed stacks, `<dir>/<name>-<pid>.txt`; py-spy is pinned in the dev extra)."""
         folder = os.environ.get("BENCH_PROFILE_DIR")
         if not folder:
             return
