@@ -15,8 +15,8 @@ cancelled is never released (nor is anything after it): it comes back after a re
 lane's idempotent effects make the redelivery harmless.
 
 Bounds, beyond which the reader waits (as the serial agent did): at most `max_per_key` items of
-one key are submitted and unfinished (one running, the next ready), and at most `max_pending`
-are unreleased in all. A rebalance waits for every unacknowledged message (faust's
+one key are submitted and unfinished (a short queue behind the running one), and at most
+`max_pending` are unreleased in all. A rebalance waits for every unacknowledged message (faust's
 `wait_empty`), so a backlog of one account must not pile up in its chain; and a slow account
 holds back the release of at most `max_pending` items of the others (their work still goes on).
 """
