@@ -145,10 +145,11 @@ def bulk_restored(worker: Worker) -> list[tuple[int, int, int]]:
     return [(int(m.group(1)), int(m.group(2)), int(m.group(3))) for m in found if m]
 
 
-async def test_a_worker_that_lost_its_state_restores_every_ledger_key(
-    stack: StackInfo, workers: list[Worker], tmp_path: Path
-) -> None:
-    env = app_env("state-restore", TORGHUT_TABLE_STANDBY_REPLICAS="0")
+async def filled_ledger(
+    stack: StackInfo, tag: str, standby_replicas: int, keys: int
+) -> tuple[dict[str, str], Changes, dict[int, int]]:
+    """A fresh app's topics, its ledger changelog filled with `keys` keys' changes."""
+    env = app_env(tag, TORGHUT_TABLE_STANDBY_REPLICAS=str(standby_replicas))
     changelog = f"{env['TORGHUT_APP_ID']}-lane-ledger-changelog"
     await create_topics(
         stack.bootstrap,
@@ -156,8 +157,14 @@ async def test_a_worker_that_lost_its_state_restores_every_ledger_key(
         partitions=PARTITIONS,
         compact=[env["TORGHUT_CONTROL_TOPIC"], changelog],
     )
-    changes = changelog_changes(KEYS)
-    last_offsets = await fill(stack.bootstrap, changelog, changes)
+    changes = changelog_changes(keys)
+    return env, changes, await fill(stack.bootstrap, changelog, changes)
+
+
+async def test_a_worker_that_lost_its_state_restores_every_ledger_key(
+    stack: StackInfo, workers: list[Worker], tmp_path: Path
+) -> None:
+    env, changes, last_offsets = await filled_ledger(stack, "state-restore", 0, KEYS)
     expected = final_state(changes)
     assert len(expected) == KEYS - len(DELETED)
 
@@ -193,16 +200,7 @@ async def test_a_worker_that_lost_its_state_restores_every_ledger_key(
 async def test_a_standby_takes_over_with_the_complete_ledger(
     stack: StackInfo, workers: list[Worker], tmp_path: Path
 ) -> None:
-    env = app_env("state-standby", TORGHUT_TABLE_STANDBY_REPLICAS="1")
-    changelog = f"{env['TORGHUT_APP_ID']}-lane-ledger-changelog"
-    await create_topics(
-        stack.bootstrap,
-        [*app_topics(env), changelog],
-        partitions=PARTITIONS,
-        compact=[env["TORGHUT_CONTROL_TOPIC"], changelog],
-    )
-    changes = changelog_changes(SMALL)
-    last_offsets = await fill(stack.bootstrap, changelog, changes)
+    env, changes, last_offsets = await filled_ledger(stack, "state-standby", 1, SMALL)
 
     active = Worker(stack, env, tmp_path / "a", "active").start()
     workers.append(active)
