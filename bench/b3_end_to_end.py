@@ -35,7 +35,6 @@ from bench.signals import SignalSource, universe
 from bench.support import (
     BenchWorker,
     accounts_json,
-    fetch,
     labels,
     prepare_app_topics,
     producer,
@@ -49,6 +48,7 @@ from simulator.testing import SimulatorProcess
 from streams.domain.fanout import fan_out
 from streams.domain.strategy.catalog import build_runtime
 from streams.settings import Settings
+from tests.support.pg import fetch
 from tests.support.stack import StackInfo
 
 Order = tuple[str, str]  # (account, client_order_id = decision hash)

@@ -44,7 +44,6 @@ from bench.support import (
     BenchWorker,
     accounts_json,
     ensure_topics,
-    fetch,
     labels,
     partition_ids,
     prepare_app_topics,
@@ -57,6 +56,7 @@ from schemas.codecs import encode_decision
 from streams.domain.ledger import encode_entry, received
 from streams.domain.sizing import OrderPlan
 from streams.observability.lag import partition_for_key
+from tests.support.pg import fetch
 from tests.support.stack import StackInfo
 
 SESSION_TIMEOUT_SECONDS = "6"

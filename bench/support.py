@@ -205,14 +205,6 @@ class Databases:
         self.created.clear()
 
 
-async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
-
-
 # ---------------------------------------------------------------- simulator and accounts
 
 

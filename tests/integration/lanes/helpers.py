@@ -21,6 +21,7 @@ from schemas.decision import AccountDecision, Action
 from simulator.testing import RunningSimulator
 from streams.domain.hashing import decision_hash
 from tests.support.kafka import create_topics, produce
+from tests.support.pg import fetch
 from tests.support.stack import StackInfo, app_env, app_topics
 from tests.support.worker import Worker
 
@@ -130,14 +131,6 @@ async def send(stack: StackInfo, env: Mapping[str, str], *decisions: AccountDeci
         env["TORGHUT_DECISIONS_TOPIC"],
         [(d.account_label.encode(), encode_decision(d)) for d in decisions],
     )
-
-
-async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
 
 
 async def decision_row(dsn: str, d: AccountDecision) -> asyncpg.Record | None:

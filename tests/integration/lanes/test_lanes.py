@@ -28,7 +28,6 @@ from tests.integration.lanes.helpers import (
     decision,
     decision_row,
     executions,
-    fetch,
     lane_env,
     prepare_topics,
     reasons,
@@ -43,6 +42,7 @@ from tests.integration.lanes.helpers import (
 from tests.integration.persistence.conftest import _create, _drop
 from tests.support.flipt import FakeFlipt
 from tests.support.kafka import produce
+from tests.support.pg import fetch
 from tests.support.stack import ROOT, StackInfo, unique
 from tests.support.worker import Worker
 

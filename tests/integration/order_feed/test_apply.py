@@ -16,6 +16,7 @@ from streams.domain.order_feed.normalise import OwnerLookup, SourceCoordinates, 
 from streams.domain.order_feed.outcome import Outcome
 from streams.order_feed.applier import BatchReport, OrderFeedApplier
 from streams.persistence.repository import DecisionRow, ExecutionRow, Repository
+from tests.support.pg import fetch
 from tests.unit.order_feed.helpers import data, parse, v1, v2
 
 pytestmark = pytest.mark.integration
@@ -95,14 +96,6 @@ async def seed(repo: Repository, account: str, n: int = 1, status: str = "new") 
             status=status,
         )
     )
-
-
-async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
 
 
 async def execution_state(dsn: str, account: str) -> tuple[str, Decimal, Decimal | None]:
