@@ -9,8 +9,7 @@ from agents import (  # noqa: F401
     flags,
     lanes,
     monitor,
-    order_feed,
     reconciler,
     signals,
-    snapshots,
+    trade_updates,
 )

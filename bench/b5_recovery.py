@@ -55,7 +55,7 @@ from bench.support import (
 from schemas.codecs import encode_decision
 from streams.domain.ledger import encode_entry, received
 from streams.domain.sizing import OrderPlan
-from streams.observability.lag import partition_for_key
+from streams.ownership import partition_for as partition_for_key
 from tests.support.pg import fetch
 from tests.support.stack import StackInfo
 

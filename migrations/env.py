@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from streams.persistence.dsn import sqlalchemy_url
 from streams.persistence.models import metadata
-from streams.settings import get_settings
+from streams.settings import Settings
 
 config = context.config
 
@@ -29,7 +29,7 @@ def database_url() -> str:
         config.attributes.get("dsn")
         or context.get_x_argument(as_dictionary=True).get("dsn")
         or config.get_main_option("sqlalchemy.url")
-        or get_settings().database_url.get_secret_value()
+        or Settings().database_url.get_secret_value()
     )
     return sqlalchemy_url(str(dsn))
 

@@ -1,67 +1,127 @@
 """The Faust application: `faust -A streams.app worker | agents | tables | <command>`.
 
-The app object is created from settings; agents and tables are imported afterwards so that their
-decorators register on it. Agents and timers live in `agents/`, tables in `tables/`; both are thin
-wiring over the typed domain core in `streams/`.
+faust needs the app, its topics and its tables at import time (`-A streams.app`), so this module
+parses the settings once and declares them; it holds nothing else. What a worker owns at run time
+(pools, clients, state) is the `WorkerContext`, built once when the worker starts and reached
+through `app.context`. Agents and timers live in `agents/`, tables in `tables/`; both are thin
+wiring over the typed core in `streams/`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 from faust.tables import TableManager
+from mode import BaseSignalT
 
+from streams.context import ConfigurationError, WorkerContext, exit_on_configuration_error
 from streams.observability.logging import logging_config
-from streams.settings import Settings, get_settings
+from streams.settings import Settings
 from streams.state.restore import table_manager
+from streams.topics import Topics, declare_topics
+from tables import Tables, declare_tables
 
 
-def create_app(settings: Settings) -> faust.App:
-    return faust.App(
-        settings.app_id,
-        broker=settings.kafka_brokers,
-        store=settings.store,
-        datadir=str(settings.data_path),
-        autodiscover=False,
-        web_enabled=settings.web_enabled,
-        web_host=settings.web_host,
-        web_port=settings.web_port,
-        web_bind=settings.web_host,
-        topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
-        table_standby_replicas=settings.table_standby_replicas,
+class TorghutApp(faust.App):
+    """faust's App with the settings it was built from and the worker context."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings.app_id, **faust_options(settings))
+        self.settings = settings
+        self._context: WorkerContext | None = None
+
+    @property
+    def context(self) -> WorkerContext:
+        if self._context is None:
+            raise RuntimeError("the worker context is built when the worker starts")
+        return self._context
+
+    @property
+    def has_context(self) -> bool:
+        return self._context is not None
+
+    def build_context(self, topics: Topics, tables: Tables) -> WorkerContext:
+        """Build the worker context (once; later calls return the same one)."""
+        if self._context is None:
+            self._context = WorkerContext(self, self.settings, topics, tables)
+        return self._context
+
+
+def faust_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker": settings.kafka_brokers,
+        "store": settings.store,
+        "datadir": str(settings.data_path),
+        "autodiscover": False,
+        "web_enabled": settings.web_enabled,
+        "web_host": settings.web_host,
+        "web_port": settings.web_port,
+        "web_bind": settings.web_host,
+        "topic_partitions": settings.topic_partitions,
+        "topic_replication_factor": 1,
+        "table_standby_replicas": settings.table_standby_replicas,
         # Changelog restore in bulk ahead of faust's per-event recovery (issue 10, bench B5).
-        TableManager=(
+        "TableManager": (
             table_manager(settings.table_restore_processes)
             if settings.table_bulk_restore
             else TableManager
         ),
-        broker_session_timeout=settings.broker_session_timeout,
-        broker_heartbeat_interval=min(3.0, settings.broker_session_timeout / 3),
-        consumer_auto_offset_reset="earliest",
-        processing_guarantee="at_least_once",
-        producer_acks=-1,
+        "broker_session_timeout": settings.broker_session_timeout,
+        "broker_heartbeat_interval": min(3.0, settings.broker_session_timeout / 3),
+        "consumer_auto_offset_reset": "earliest",
+        "processing_guarantee": "at_least_once",
+        "producer_acks": -1,
         # Table recovery reads changelogs one fetch round at a time; with faust's 1 MiB per
         # partition a round holds ~570 ledger entries and restoring ran ~2x slower (bench B5).
         # Responses stay capped by the client's fetch_max_bytes (50 MiB).
-        consumer_max_fetch_size=16 * 1024 * 1024,
+        "consumer_max_fetch_size": 16 * 1024 * 1024,
         # Records are decoded by our own codecs (schemas/) so that a bad record becomes a
         # dead letter with its raw bytes instead of an exception inside faust.
-        key_serializer="raw",
-        value_serializer="raw",
+        "key_serializer": "raw",
+        "value_serializer": "raw",
         # Our own logging setup (JSON by default, secret redaction): streams.observability.logging.
-        loghandlers=[],
-        logging_config=logging_config(settings.log_format, settings.log_level),
-    )
+        "loghandlers": [],
+        "logging_config": logging_config(settings.log_format, settings.log_level),
+    }
 
 
-settings = get_settings()
+def create_app(settings: Settings) -> TorghutApp:
+    return TorghutApp(settings)
+
+
+settings = Settings()
 app = create_app(settings)
+topics = declare_topics(app, settings)
+tables = declare_tables(app, settings)
+
+
+@app.on_worker_init.connect
+def build_worker_context(
+    sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+) -> None:
+    """The worker builds its context before it starts; a bad configuration (registry, strategy
+    catalogue) exits non-zero with the problem named.
+
+    faust fires this signal for every CLI command; only the worker builds here, so that
+    `accounts --check` can print every problem itself."""
+    if _is_worker_command():
+        try:
+            app.build_context(topics, tables)
+        except ConfigurationError as exc:
+            exit_on_configuration_error(exc)
+
+
+def _is_worker_command() -> bool:
+    import sys
+
+    return "worker" in sys.argv[1:]
+
 
 # Registration order matters only for readability of `faust agents` / `faust tables`.
 import agents  # noqa: E402, F401
 import streams.cli  # noqa: E402
 import streams.web  # noqa: E402, F401
-import tables  # noqa: E402, F401
 
 
 def main() -> None:

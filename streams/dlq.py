@@ -1,12 +1,12 @@
 """Dead letters: a record an agent cannot use goes to the DLQ topic, and the agent moves on.
 
-Usage in an agent (values arrive as raw bytes)::
+Usage in an agent (values arrive as raw bytes; `dead_letters` comes from the worker context)::
 
     async for event in stream.events():
         try:
             decision = decode_decision(event.value)
         except DecodeError as exc:
-            await dead_letter_event(event, exc.reason, exc)
+            await dead_letters.event(event, exc.reason, exc)
             continue
 
 The record keeps the reason, the source topic/partition/offset, the key and the raw value (base64
@@ -18,7 +18,7 @@ be written the failure is logged and counted, and the agent still moves on.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from faust.types import EventT
 from prometheus_client import Counter
@@ -40,24 +40,6 @@ DEAD_LETTER_FAILURES = Counter(
     ["reason", "topic"],
 )
 
-_settings_registered = False
-
-
-def _register_settings_secrets() -> None:
-    """Make sure the settings' secrets are scrubbed even before the account registry loads."""
-    global _settings_registered
-    if not _settings_registered:
-        from streams.settings import get_settings
-
-        secrets.register_model(get_settings())
-        _settings_registered = True
-
-
-def _app_id() -> str | None:
-    from streams.settings import get_settings
-
-    return get_settings().app_id
-
 
 def build_dead_letter(
     *,
@@ -71,7 +53,6 @@ def build_dead_letter(
     app_id: str | None = None,
 ) -> DeadLetter:
     """The DLQ record: raw value capped to `MAX_RAW_BYTES`, error scrubbed and truncated."""
-    _register_settings_secrets()
     raw = bytes(value) if value is not None else None
     truncated = raw is not None and len(raw) > MAX_RAW_BYTES
     return DeadLetter(
@@ -88,73 +69,75 @@ def build_dead_letter(
     )
 
 
-async def send_dead_letter(
-    *,
-    reason: str,
-    topic: str,
-    partition: int | None,
-    offset: int | None,
-    key: bytes | None,
-    value: bytes | None,
-    error: str | BaseException | None = None,
-) -> None:
-    """Write one dead letter to `settings.dlq_topic` and count it. Never raises."""
-    letter = build_dead_letter(
-        reason=reason,
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        key=key,
-        value=value,
-        error=error,
-        app_id=_app_id(),
-    )
-    DEAD_LETTERS.labels(reason=letter.reason, topic=topic).inc()
-    log.warning(
-        "dead letter: %s from %s[%s]@%s",
-        letter.reason,
-        topic,
-        partition,
-        offset,
-        extra={
-            "dlq_reason": letter.reason,
-            "source_topic": topic,
-            "source_partition": partition,
-            "source_offset": offset,
-            "error": letter.error,
-        },
-    )
-    try:
-        from streams.topics import dlq_topic
+class Sink(Protocol):
+    async def send(self, *, key: bytes | None, value: bytes) -> Any: ...
 
-        await dlq_topic.send(key=letter.key, value=encode_dead_letter(letter))
-    except Exception as exc:  # noqa: BLE001 - a broken DLQ must not stop the agent
-        DEAD_LETTER_FAILURES.labels(reason=letter.reason, topic=topic).inc()
-        log.error(
-            "dead letter not written: %s",
-            secrets.scrub_error(exc),
-            extra={"dlq_reason": letter.reason, "source_topic": topic},
+
+class DeadLetters:
+    """The worker's dead-letter writer: one per process, over the app's DLQ topic handle."""
+
+    def __init__(self, topic: Sink, app_id: str | None = None) -> None:
+        self._topic = topic
+        self._app_id = app_id
+
+    async def send(
+        self,
+        *,
+        reason: str,
+        topic: str,
+        partition: int | None,
+        offset: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        error: str | BaseException | None = None,
+    ) -> None:
+        """Write one dead letter to the DLQ topic and count it. Never raises."""
+        letter = build_dead_letter(
+            reason=reason,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            error=error,
+            app_id=self._app_id,
         )
+        DEAD_LETTERS.labels(reason=letter.reason, topic=topic).inc()
+        log.warning(
+            "dead letter: %s from %s[%s]@%s",
+            letter.reason,
+            topic,
+            partition,
+            offset,
+            extra={
+                "dlq_reason": letter.reason,
+                "source_topic": topic,
+                "source_partition": partition,
+                "source_offset": offset,
+                "error": letter.error,
+            },
+        )
+        try:
+            await self._topic.send(key=letter.key, value=encode_dead_letter(letter))
+        except Exception as exc:  # noqa: BLE001 - a broken DLQ must not stop the agent
+            DEAD_LETTER_FAILURES.labels(reason=letter.reason, topic=topic).inc()
+            log.error(
+                "dead letter not written: %s",
+                secrets.scrub_error(exc),
+                extra={"dlq_reason": letter.reason, "source_topic": topic},
+            )
 
-
-async def dead_letter_event(
-    event: EventT[Any], reason: str, error: str | BaseException | None = None
-) -> None:
-    """Dead-letter the faust event being processed (its message's coordinates and raw bytes)."""
-    message = event.message
-    await send_dead_letter(
-        reason=reason,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        error=error,
-    )
-
-
-async def dead_letter(
-    *, reason: str, event: EventT[Any], error: str | BaseException | None = None
-) -> None:
-    """Keyword form of `dead_letter_event`."""
-    await dead_letter_event(event, reason, error)
+    async def event(
+        self, event: EventT[Any], reason: str, error: str | BaseException | None = None
+    ) -> None:
+        """Dead-letter the faust event being processed (its message's coordinates, raw bytes)."""
+        message = event.message
+        await self.send(
+            reason=reason,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            error=error,
+        )

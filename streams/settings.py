@@ -8,7 +8,6 @@ table and a test fails when the README drifts from this model.
 from __future__ import annotations
 
 from enum import Enum
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -347,12 +346,3 @@ class Settings(BaseSettings):
     @property
     def data_path(self) -> Path:
         return self.data_dir.resolve()
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()
-
-
-def reset_settings_cache() -> None:
-    get_settings.cache_clear()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -23,7 +22,7 @@ from streams.domain.strategy.catalog import build_runtime
 from streams.domain.strategy.registry import StrategyRegistry
 from streams.domain.strategy.runtime import Outcome, RuntimeResult, StrategyRuntime
 from streams.flags.core import FlagSnapshot
-from streams.settings import Settings, get_settings
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -170,16 +169,7 @@ def build_pipeline(
     return SignalPipeline(build_runtime(settings), accounts, flags, settings.account_label)
 
 
-@lru_cache(maxsize=1)
-def get_signal_pipeline() -> SignalPipeline:
-    """The worker's pipeline, built when the signals agent starts (verifies the catalogue)."""
-    from streams.domain.accounts import load_registry
-    from streams.flags.service import get_flag_service
-
-    settings = get_settings()
-    flags = get_flag_service()
-    registry = load_registry(settings, strict=False)
-    pipeline = build_pipeline(settings, registry.enabled(), lambda: flags.snapshot)
+def log_pipeline(pipeline: SignalPipeline) -> None:
     status = pipeline.status()
     log.info(
         "strategy runtime %s (plugins %s): strategies %s; lanes %s",
@@ -189,4 +179,3 @@ def get_signal_pipeline() -> SignalPipeline:
         [a.label for a in pipeline.accounts] or "none enabled",
         extra={"runtime_mode": status["mode"], "plugins_active": status["plugins_active"]},
     )
-    return pipeline

@@ -1,38 +1,76 @@
-"""Topic handles of the app. Values travel as raw bytes and are decoded by `schemas` codecs."""
+"""Every topic of the app, declared here (`declare_topics`, called once by `streams.app`).
+
+Values travel as raw bytes and are decoded by the `schemas` codecs, so that a bad record becomes a
+dead letter with its raw bytes instead of an exception inside faust.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import faust
 
-from streams.app import app, settings
+from streams.settings import Settings
 
 
-def raw_topic(name: str, **kwargs: Any) -> faust.TopicT:
-    return app.topic(
-        name,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
-        **kwargs,
+def account_updates_topic_name(settings: Settings) -> str:
+    """Trade updates re-keyed by account_label (internal, co-partitioned with decisions)."""
+    return f"{settings.app_id}-trade-updates-by-account"
+
+
+def lane_retries_topic_name(settings: Settings) -> str:
+    """Parked decisions re-driven by the lanes (internal, co-partitioned with decisions)."""
+    return f"{settings.app_id}-lane-retries"
+
+
+def trade_update_topic_names(settings: Settings) -> list[str]:
+    """v1 and v2 topics that are set: v2 only is the Phase 4 cutover, v1 only the old world."""
+    return [n for n in (settings.order_feed_topic, settings.order_feed_topic_v2) if n]
+
+
+@dataclass(frozen=True)
+class Topics:
+    signals: faust.TopicT
+    decisions: faust.TopicT
+    dlq: faust.TopicT
+    control: faust.TopicT
+    # An account's decisions, re-driven decisions and trade updates share one partition, so
+    # they are handled on the worker that runs the account's lane.
+    lane_input: faust.TopicT  # decisions + re-driven decisions, read by the lanes agent
+    lane_retries: faust.TopicT
+    account_updates: faust.TopicT
+    trade_updates: faust.TopicT | None  # v1 + v2, read together; None when neither is set
+
+    def account_keyed(self) -> list[str]:
+        """The co-partitioned topics whose partition decides which worker owns an account."""
+        return [self.decisions.get_topic_name(), self.account_updates.get_topic_name()]
+
+
+def declare_topics(app: faust.App, settings: Settings) -> Topics:
+    def raw(*names: str, **kwargs: Any) -> faust.TopicT:
+        return app.topic(
+            *names,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            **kwargs,
+        )
+
+    partitions = settings.topic_partitions
+    retries = lane_retries_topic_name(settings)
+    feed = trade_update_topic_names(settings)
+    return Topics(
+        signals=raw(settings.signals_topic, partitions=partitions),
+        decisions=raw(settings.decisions_topic, partitions=partitions),
+        dlq=raw(settings.dlq_topic, partitions=partitions),
+        control=raw(settings.control_topic, partitions=partitions, compacting=True),
+        # internal=True declares the retry topic (an existing decisions topic is left as it is)
+        lane_input=raw(settings.decisions_topic, retries, partitions=partitions, internal=True),
+        lane_retries=raw(retries, partitions=partitions),
+        account_updates=raw(
+            account_updates_topic_name(settings), partitions=partitions, internal=True
+        ),
+        trade_updates=raw(*feed) if feed else None,
     )
-
-
-signals_topic = raw_topic(settings.signals_topic)
-decisions_topic = raw_topic(settings.decisions_topic)
-dlq_topic = raw_topic(settings.dlq_topic)
-control_topic = raw_topic(settings.control_topic, compacting=True)
-# Trade updates re-keyed by account_label, co-partitioned with the decisions topic so that an
-# account's updates are applied on the worker that runs the account's lane.
-ACCOUNT_UPDATES_TOPIC = f"{settings.app_id}-trade-updates-by-account"
-LANE_RETRIES_TOPIC = f"{settings.app_id}-lane-retries"
-account_updates_topic = raw_topic(ACCOUNT_UPDATES_TOPIC, internal=True)
-
-
-def order_feed_topics() -> list[faust.TopicT]:
-    """v1 and v2 trade-update topics; either may be unset (v2-only is the Phase 4 cutover)."""
-    names = [n for n in (settings.order_feed_topic, settings.order_feed_topic_v2) if n]
-    return [raw_topic(n) for n in names]

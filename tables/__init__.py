@@ -1,9 +1,46 @@
-"""Changelog-backed tables. Importing this package registers them on `streams.app.app`."""
+"""Changelog-backed tables, all declared here (`declare_tables`, called once by `streams.app`).
 
-from tables import (  # noqa: F401
-    clickhouse_cursor,
-    lane_cursors,
-    ledger,
-    order_index,
-    signal_watermarks,
-)
+faust needs tables declared on the app before the worker starts; the handles are then passed
+explicitly (through `streams.app.tables` to the worker context), never imported as globals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from streams.domain.signal_order import WatermarkTracker
+from streams.settings import Settings, SignalSource
+from tables.clickhouse_cursor import declare_clickhouse_cursor
+from tables.durable import ChangelogAcks
+from tables.lane_cursors import declare_lane_cursors
+from tables.ledger import declare_ledger
+from tables.order_index import declare_order_index
+from tables.signal_watermarks import declare_watermarks
+
+
+@dataclass(frozen=True)
+class Tables:
+    acks: ChangelogAcks  # pending changelog writes of the acked tables (ledger, cursors, index)
+    watermarks: WatermarkTracker  # signal-watermarks, fronted by its in-memory tracker
+    ledger: Any
+    lane_cursors: Any
+    order_index: Any
+    clickhouse_cursor: Any | None  # only with TRADING_SIGNAL_SOURCE=clickhouse
+
+
+def declare_tables(app: faust.App, settings: Settings) -> Tables:
+    acks = ChangelogAcks()
+    # Declaration order is the order of `faust tables`.
+    clickhouse_cursor = (
+        declare_clickhouse_cursor(app)
+        if settings.signal_source is SignalSource.clickhouse
+        else None
+    )
+    lane_cursors = declare_lane_cursors(app, settings, acks)
+    ledger = declare_ledger(app, settings, acks)
+    order_index = declare_order_index(app, settings, acks)
+    watermarks = declare_watermarks(app, settings)
+    return Tables(acks, watermarks, ledger, lane_cursors, order_index, clickhouse_cursor)

@@ -2,7 +2,7 @@
 
 A global table (every worker holds all of it) with one partition, written by the leader from a
 timer (the partitioner picks the partition: there is no stream event). Whichever worker becomes
-leader next resumes from the same state. Registered only when `TRADING_SIGNAL_SOURCE=clickhouse`.
+leader next resumes from the same state. Declared only when `TRADING_SIGNAL_SOURCE=clickhouse`.
 
 Its local store is memory: faust's RocksDB store only accepts writes made while a stream event
 is being processed, and a single small key recovers from its compacted changelog in no time.
@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.app import app, settings
-from streams.settings import SignalSource
+import faust
 
-clickhouse_cursor: Any = None
 
-if settings.signal_source is SignalSource.clickhouse:
+def declare_clickhouse_cursor(app: faust.App) -> Any:
     # partitions=1 + recovery_buffer_size=1: faust's advice against GlobalTable recovery loops.
-    clickhouse_cursor = app.GlobalTable(
+    return app.GlobalTable(
         "clickhouse-cursor",
         partitions=1,
         recovery_buffer_size=1,

@@ -2,9 +2,9 @@
 
 faust sends a table write to its changelog in the background (`send_soon`) and forgets the
 future. The lane must know that `submitting` is stored before it POSTs an order, so these tables
-keep the futures and `changelog_acks.wait()` awaits every write made so far *by the waiting
-task's scope*: the lanes agent runs accounts concurrently, one task per decision, and each task
-opens its own scope (`changelog_acks.open_scope()`), so a decision waits for its own writes (the
+keep the futures in their `ChangelogAcks`, and `acks.wait()` awaits every write made so far *by
+the waiting task's scope*: the lanes agent runs accounts concurrently, one task per decision, and
+each task opens its own scope (`acks.open_scope()`), so a decision waits for its own writes (the
 order index and ledger entries it made) and never returns early because another task's `wait`
 took its futures away. Writes made outside any scope share one list.
 """
@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import asyncio
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
 import faust
+
+from streams.compat import send_changelog_acked
 
 _scope: ContextVar[list[asyncio.Future[Any]] | None] = ContextVar("changelog_scope", default=None)
 
 
 class ChangelogAcks:
+    """The pending changelog writes of the acked tables of one app (one per process)."""
+
     def __init__(self) -> None:
         self._shared: list[asyncio.Future[Any]] = []
 
@@ -45,20 +49,13 @@ class ChangelogAcks:
             await asyncio.gather(*pending)
 
 
-changelog_acks = ChangelogAcks()
-
-
 class _AckedWrites:
-    """`faust.Table.on_key_set`, keeping the changelog future."""
+    """faust's `on_key_set`, keeping the changelog future in the table's `acks`."""
+
+    acks: ChangelogAcks
 
     def on_key_set(self, key: Any, value: Any) -> None:
-        table: Any = self
-        fut = table.send_changelog(table.partition_for_key(key), key, value)
-        changelog_acks.add(fut)
-        partition = fut.message.partition
-        assert partition is not None
-        table._maybe_set_key_ttl(key, partition)
-        table._sensor_on_set(table, key, value)
+        self.acks.add(send_changelog_acked(cast(Any, self), key, value))
 
 
 class AckedTable(_AckedWrites, faust.Table):  # type: ignore[misc,type-arg]
@@ -67,3 +64,15 @@ class AckedTable(_AckedWrites, faust.Table):  # type: ignore[misc,type-arg]
 
 class AckedGlobalTable(_AckedWrites, faust.GlobalTable):  # type: ignore[misc,type-arg]
     pass
+
+
+def add_acked_table(
+    app: faust.App, acks: ChangelogAcks, *, is_global: bool = False, **options: Any
+) -> Any:
+    """Declare an acked (global) table on `app` whose writes land in `acks`."""
+    cls = AckedGlobalTable if is_global else AckedTable
+    if is_global:
+        options["is_global"] = True
+    table = cls(app, beacon=app.tables.beacon, **options)
+    table.acks = acks
+    return app.tables.add(cast(Any, table))

@@ -6,34 +6,34 @@ Only ever advances (keyset order). Written by the lanes agent, mirrored to Postg
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from streams.app import app, settings
+import faust
+
 from streams.execution.cursor import LaneCursor, cursor_key
-from tables.durable import AckedTable
+from streams.settings import Settings
+from tables.durable import ChangelogAcks, add_acked_table
 
-lane_cursors: Any = app.tables.add(
-    cast(
-        Any,
-        AckedTable(
-            app,
-            name="lane-cursors",
-            key_type=bytes,
-            value_type=bytes,
-            partitions=settings.topic_partitions,
-            beacon=app.tables.beacon,
-            help="Lane cursors: <source>:<label> -> last processed (event_ts, symbol, seq).",
-        ),
+
+def declare_lane_cursors(app: faust.App, settings: Settings, acks: ChangelogAcks) -> Any:
+    return add_acked_table(
+        app,
+        acks,
+        name="lane-cursors",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.topic_partitions,
+        help="Lane cursors: <source>:<label> -> last processed (event_ts, symbol, seq).",
     )
-)
 
 
 class FaustCursors:
-    def __init__(self, source: str) -> None:
+    def __init__(self, table: Any, source: str) -> None:
+        self.table = table
         self.source = source
 
     def get(self, account_label: str) -> LaneCursor | None:
-        raw = lane_cursors.get(cursor_key(self.source, account_label).encode())
+        raw = self.table.get(cursor_key(self.source, account_label).encode())
         return LaneCursor.model_validate_json(raw) if raw is not None else None
 
     def advance(self, account_label: str, cursor: LaneCursor) -> bool:
@@ -41,7 +41,7 @@ class FaustCursors:
         current = self.get(account_label)
         if current is not None and cursor.position <= current.position:
             return False
-        lane_cursors[cursor_key(self.source, account_label).encode()] = (
+        self.table[cursor_key(self.source, account_label).encode()] = (
             cursor.model_dump_json().encode()
         )
         return True

@@ -7,47 +7,37 @@ reads it to attribute v1 trade updates (which carry no account) with `account_fo
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from streams.app import app, settings
-from tables.durable import AckedGlobalTable
+import faust
 
-order_index: Any = app.tables.add(
-    cast(
-        Any,
-        AckedGlobalTable(
-            app,
-            name="order-index",
-            key_type=bytes,
-            value_type=bytes,
-            partitions=settings.topic_partitions,
-            beacon=app.tables.beacon,
-            standby_buffer_size=1,  # apply other workers' entries as they come
-            is_global=True,
-            help="Order ownership: cid:<client_order_id> / oid:<alpaca_order_id> -> account label.",
-        ),
+from streams.settings import Settings
+from tables.durable import ChangelogAcks, add_acked_table
+
+
+def declare_order_index(app: faust.App, settings: Settings, acks: ChangelogAcks) -> Any:
+    return add_acked_table(
+        app,
+        acks,
+        is_global=True,
+        name="order-index",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.topic_partitions,
+        standby_buffer_size=1,  # apply other workers' entries as they come
+        help="Order ownership: cid:<client_order_id> / oid:<alpaca_order_id> -> account label.",
     )
-)
 
 
 def _key(kind: str, order_key: str) -> bytes:
     return f"{kind}:{order_key}".encode()
 
 
-def account_for(
-    *, client_order_id: str | None = None, alpaca_order_id: str | None = None
-) -> str | None:
-    """The account that owns the order (client order id first), or None when unknown."""
-    for kind, value in (("cid", client_order_id), ("oid", alpaca_order_id)):
-        if value:
-            label = order_index.get(_key(kind, value))
-            if label is not None:
-                return bytes(label).decode()
-    return None
-
-
 class FaustOrderIndex:
     """The lane's `OrderIndex`; written inside the lanes agent (table writes need its event)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
 
     def remember(
         self,
@@ -58,6 +48,17 @@ class FaustOrderIndex:
     ) -> None:
         label = account_label.encode()
         if client_order_id:
-            order_index[_key("cid", client_order_id)] = label
+            self.table[_key("cid", client_order_id)] = label
         if alpaca_order_id:
-            order_index[_key("oid", alpaca_order_id)] = label
+            self.table[_key("oid", alpaca_order_id)] = label
+
+    def account_for(
+        self, *, client_order_id: str | None = None, alpaca_order_id: str | None = None
+    ) -> str | None:
+        """The account that owns the order (client order id first), or None when unknown."""
+        for kind, value in (("cid", client_order_id), ("oid", alpaca_order_id)):
+            if value:
+                label = self.table.get(_key(kind, value))
+                if label is not None:
+                    return bytes(label).decode()
+        return None

@@ -1,22 +1,26 @@
 """Last (event_ts, seq) seen per symbol, co-partitioned with the TA signals topic (key symbol).
 
-`watermarks` fronts the table with the latest positions in memory and writes to the table by the
-policy of `streams.domain.signal_order.should_persist`; it forgets the memory on every partition
-revocation, so a partition that comes back is read from the table again.
+A `WatermarkTracker` fronts the table with the latest positions in memory and writes to the table
+by the policy of `streams.domain.signal_order.should_persist`; it forgets the memory on every
+partition revocation, so a partition that comes back is read from the table again.
 """
 
 from __future__ import annotations
 
-from streams.app import app, settings
+import faust
+
 from streams.domain.signal_order import WatermarkTracker
+from streams.settings import Settings
 
-signal_watermarks = app.Table(
-    "signal-watermarks",
-    partitions=settings.topic_partitions,
-    key_type=str,
-    value_type=str,  # "event_ms:seq"; str keys and values travel raw (utf-8)
-    help="Last (event_ts, seq) per symbol: drops stale and duplicate TA signals.",
-)
 
-watermarks = WatermarkTracker(signal_watermarks)
-app.on_partitions_revoked.connect(watermarks.forget)
+def declare_watermarks(app: faust.App, settings: Settings) -> WatermarkTracker:
+    table = app.Table(
+        "signal-watermarks",
+        partitions=settings.topic_partitions,
+        key_type=str,
+        value_type=str,  # "event_ms:seq"; str keys and values travel raw (utf-8)
+        help="Last (event_ts, seq) per symbol: drops stale and duplicate TA signals.",
+    )
+    tracker = WatermarkTracker(table)
+    app.on_partitions_revoked.connect(tracker.forget)
+    return tracker

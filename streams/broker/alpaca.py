@@ -38,6 +38,7 @@ from requests.utils import get_netrc_auth
 
 from streams.broker.errors import BrokerError, ErrorClass, classify
 from streams.broker.ratelimit import TokenBucket
+from streams.compat import configure_rest_client, rest_base_url
 from streams.domain.accounts import Account, AccountMode
 from streams.domain.sizing import OrderPlan
 from streams.observability.metrics import time_broker_call
@@ -106,11 +107,8 @@ def make_trading_client(account: Account, timeout: float) -> TradingClient:
         raw_data=True,
         url_override=account.base_url,
     )
-    # alpaca-py exposes neither a timeout nor "no retries" (retry_attempts=0 is ignored): set the
-    # RESTClient attributes it reads. tests/unit/execution/test_broker.py pins them.
-    client._session = _TimeoutSession(timeout, str(client._base_url))
-    client._retry = 0
-    client._retry_codes = []
+    # Our session (timeouts) and no retries of alpaca-py's own: see streams.compat.
+    configure_rest_client(client, _TimeoutSession(timeout, rest_base_url(client)))
     return client
 
 

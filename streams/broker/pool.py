@@ -4,11 +4,10 @@ reconciler so that they draw on one request budget (Alpaca limits per account)."
 from __future__ import annotations
 
 import asyncio
-from functools import lru_cache
 
 from streams.broker.alpaca import AlpacaBroker
 from streams.domain.accounts import Account
-from streams.settings import Settings, get_settings
+from streams.settings import Settings
 
 # Broker calls running in threads at once, all accounts of the process together (see
 # streams/broker/alpaca.py). Enough for every lane of a worker to have a call out at the same
@@ -38,8 +37,3 @@ class BrokerPool:
         for broker in self._brokers.values():
             broker.close()
         self._brokers.clear()
-
-
-@lru_cache(maxsize=1)
-def get_broker_pool() -> BrokerPool:
-    return BrokerPool(get_settings())

@@ -14,11 +14,10 @@ from typing import Any, ClassVar, NoReturn
 
 from faust.cli import AppCommand, option
 
-from streams.app import app
+from streams.app import app, settings
 from streams.domain import secrets
 from streams.domain.accounts import AccountConfigError, AccountRegistry, check_configuration
 from streams.domain.accounts import load_registry as load_account_registry
-from streams.settings import get_settings
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -57,7 +56,7 @@ def _print_registry(cmd: AppCommand, registry: AccountRegistry) -> None:
 
 def _list(cmd: AppCommand) -> int:
     try:
-        registry = load_account_registry(get_settings(), strict=False)
+        registry = load_account_registry(settings, strict=False)
     except AccountConfigError as exc:
         for error in exc.errors:
             cmd.say(f"error: {error}", file=cmd.stderr)
@@ -69,7 +68,7 @@ def _list(cmd: AppCommand) -> int:
 
 
 def _check(cmd: AppCommand) -> int:
-    report = check_configuration(get_settings())
+    report = check_configuration(settings)
     for warning in report.warnings:
         cmd.say(f"warning: {secrets.scrub(warning)}", file=cmd.stderr)
     for error in report.errors:

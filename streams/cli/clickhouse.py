@@ -22,7 +22,7 @@ from faust.cli import AppCommand, argument, option
 
 from schemas.common import iso_millis, to_utc
 from schemas.ta_signal import TaSignal
-from streams.app import app
+from streams.app import app, settings
 from streams.cli.accounts import InlineAppCommand
 from streams.clickhouse.client import ClickHouse, ClickHouseError, open_clickhouse
 from streams.clickhouse.freshness import refresh_freshness
@@ -34,7 +34,8 @@ from streams.domain import secrets
 from streams.domain.accounts import AccountConfigError, load_registry
 from streams.domain.freshness import FreshnessState
 from streams.domain.replay import ReplayRefused, ReplayScope, check_replay_accounts
-from streams.settings import Settings, get_settings
+from streams.ownership import bootstrap_servers
+from streams.settings import Settings
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -71,7 +72,6 @@ async def _freshness(cmd: AppCommand, ch: ClickHouse, settings: Settings) -> int
 )
 async def clickhouse(self: AppCommand, action: str, ttl_days: int) -> int:
     """`init-schema`: create ta_signals/ta_microbars. `freshness`: newest TA per class vs SLO."""
-    settings = get_settings()
     if action not in ("init-schema", "freshness"):
         self.say(f"unknown action {action!r}: init-schema | freshness", file=self.stderr)
         return EXIT_REFUSED
@@ -111,10 +111,6 @@ class KafkaPublisher:
             await fut
 
 
-def _bootstrap(settings: Settings) -> str:
-    return ",".join(h.removeprefix("kafka://") for h in settings.kafka_brokers.split(";"))
-
-
 def _replay_plan(
     settings: Settings, start: str, end: str, symbols: str, accounts: str
 ) -> tuple[RangeQuery, ReplayScope]:
@@ -140,14 +136,15 @@ async def replay(
     self: AppCommand, start: str, end: str, symbols: str, accounts: str, page_size: int | None
 ) -> int:
     """Publish ta_signals history into the pipeline for paper accounts only (deterministic)."""
-    settings = get_settings()
     try:
         query, scope = _replay_plan(settings, start, end, symbols, accounts)
     except (ReplayRefused, ValueError, AccountConfigError) as exc:
         self.say(f"replay refused: {secrets.scrub(str(exc))}", file=self.stderr)
         return EXIT_REFUSED
     ch = _open(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(settings), acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers(settings.kafka_brokers), acks="all", linger_ms=5
+    )
     await producer.start()
     try:
         result = await run_replay(

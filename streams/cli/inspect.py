@@ -15,10 +15,9 @@ from typing import Any
 
 import requests
 from faust.cli import AppCommand, option
-from faust.cli.agents import agents as faust_agents
-from faust.types import AgentT
 
 from streams.app import app, settings
+from streams.compat import AgentsCommand
 from streams.observability.changelog import read_table_state
 from streams.observability.inspection import (
     LANE_HEADERS,
@@ -28,8 +27,9 @@ from streams.observability.inspection import (
     lane_rows,
     merge_lanes,
 )
-from streams.observability.lag import BrokerLagReader, PartitionLag, bootstrap_servers
-from streams.observability.runtime import agent_topics, group_id
+from streams.observability.lag import BrokerLagReader, PartitionLag
+from streams.observability.worker import agent_topics, group_id
+from streams.ownership import bootstrap_servers
 
 STATUS_TIMEOUT_SECONDS = 5.0
 
@@ -37,16 +37,11 @@ STATUS_TIMEOUT_SECONDS = 5.0
 # ---------------------------------------------------------------- faust agents
 
 
-class agents(faust_agents):
+class agents(AgentsCommand):
     """List agents."""
 
     # Replaces faust's built-in `agents` command (same name), which crashes on an agent that
-    # reads several topics (`get_topic_name` raises ValueError): such agents list every topic.
-    def _maybe_topic(self, agent: AgentT[Any]) -> str | None:
-        try:
-            return super()._maybe_topic(agent)
-        except ValueError:
-            return ",".join(sorted(agent.get_topic_names()))
+    # reads several topics: such agents list every topic (see streams.compat.AgentsCommand).
 
 
 # ---------------------------------------------------------------- lanes

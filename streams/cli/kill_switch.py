@@ -16,7 +16,7 @@ from faust.cli import option
 from schemas.codecs import encode_control
 from schemas.control import ControlCommand, control_key
 from streams.app import app, settings
-from streams.observability.lag import bootstrap_servers
+from streams.ownership import bootstrap_servers
 
 
 def build_command(

@@ -7,7 +7,8 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.app import app, settings
-from streams.topics import ACCOUNT_UPDATES_TOPIC, LANE_RETRIES_TOPIC
+from streams.ownership import bootstrap_servers
+from streams.topics import account_updates_topic_name, lane_retries_topic_name
 
 
 def project_topics() -> dict[str, dict[str, str]]:
@@ -23,19 +24,15 @@ def project_topics() -> dict[str, dict[str, str]]:
             topics[name] = {"cleanup.policy": "delete"}
     # Internal topics the worker would declare itself; created here too so that the forwarder's
     # reconcile requests have somewhere to go before the first worker starts.
-    for name in (ACCOUNT_UPDATES_TOPIC, LANE_RETRIES_TOPIC):
+    for name in (account_updates_topic_name(settings), lane_retries_topic_name(settings)):
         topics[name] = {"cleanup.policy": "delete"}
     return topics
-
-
-def bootstrap_servers() -> str:
-    return ",".join(h.removeprefix("kafka://") for h in settings.kafka_brokers.split(";"))
 
 
 @app.command()
 async def topics(self: Any) -> None:
     """Create the project's topics (idempotent); prints each topic and whether it was created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers())
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.kafka_brokers))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

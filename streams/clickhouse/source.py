@@ -28,7 +28,7 @@ from streams.clickhouse import metrics
 from streams.clickhouse.client import ClickHouse
 from streams.clickhouse.queries import poll_rows
 from streams.clickhouse.rows import row_key, row_to_signal
-from streams.clickhouse.status import source_status
+from streams.clickhouse.status import SourceStatus
 from streams.domain.ch_cursor import (
     CursorState,
     RowKey,
@@ -121,9 +121,11 @@ class PollSource:
         batch_size: int,
         mirror: CursorMirror | None = None,
         on_invalid: InvalidRowSink | None = None,
+        status: SourceStatus | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self.ch = ch
+        self.status = status if status is not None else SourceStatus(enabled=True)
         self.store = store
         self.publisher = publisher
         self.lookback = lookback
@@ -228,7 +230,7 @@ class PollSource:
         now = self.clock()
         if result.cursor is not None:
             metrics.cursor_lag.set(max(0.0, (now - result.cursor.event_ts).total_seconds()))
-        source_status.record_poll(now, result.published, result.late, result.cursor)
+        self.status.record_poll(now, result.published, result.late, result.cursor)
 
 
 def _behind(stored: RowKey | None, mine: RowKey | None) -> bool:

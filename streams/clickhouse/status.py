@@ -12,7 +12,7 @@ from typing import Any
 
 from schemas.common import iso_millis
 from streams.domain.ch_cursor import RowKey
-from streams.domain.freshness import freshness_state
+from streams.domain.freshness import FreshnessState
 from streams.observability.scrub import scrub_text
 
 
@@ -65,20 +65,19 @@ def _iso(at: datetime | None) -> str | None:
     return None if at is None else iso_millis(at)
 
 
-source_status = SourceStatus()
-
-
-def clickhouse_status(now: datetime | None = None) -> dict[str, Any]:
+def clickhouse_status(
+    source: SourceStatus, freshness: FreshnessState, now: datetime | None = None
+) -> dict[str, Any]:
     """`{"source": {...}, "freshness": {...}}` for `/trading/status`."""
-    return {"source": source_status.as_dict(), "freshness": freshness_state.snapshot(now)}
+    return {"source": source.as_dict(), "freshness": freshness.snapshot(now)}
 
 
-def freshness_health(now: datetime | None = None) -> dict[str, Any]:
+def freshness_health(freshness: FreshnessState, now: datetime | None = None) -> dict[str, Any]:
     """For `/trading/health`: `ta_stale` is True when the check is on and a class is stale.
 
     Stale TA is a degraded upstream, not a broken worker: a restart would not fix it, so it
     should not fail a liveness probe; with `TRADING_TA_FRESHNESS_BLOCK_ORDERS` the lanes
     refuse new orders for the affected class (`ta_stale`).
     """
-    snap = freshness_state.snapshot(now)
+    snap = freshness.snapshot(now)
     return {"ta_stale": bool(snap.get("stale", False)), "ta_freshness": snap}

@@ -5,9 +5,9 @@ older than the SLO, or when no signal of the class has been seen at all. Age is 
 time of the question from the last observed `event_ts`, so a checker that stops refreshing (the
 ClickHouse query fails) makes the state go stale on its own rather than freeze as fresh.
 
-`freshness_state` is the one state object of the process: the freshness timer records into it,
-the lanes' risk check asks `freshness_state.blocks_orders(symbol)` (reason `ta_stale`), and the
-status pages include `freshness_state.snapshot()`.
+A worker holds one `FreshnessState` (in its worker context): the freshness timer records into
+it, the lanes' risk check asks `blocks_orders(symbol)` (reason `ta_stale`, an input of the lane),
+and the status pages include `snapshot()`.
 """
 
 from __future__ import annotations
@@ -133,6 +133,3 @@ class FreshnessState:
             }
         view["stale"] = any(c["stale"] for c in view["classes"].values())
         return view
-
-
-freshness_state = FreshnessState()

@@ -46,6 +46,18 @@ class ControlFeed:
     def subscribe(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
 
+    async def run_forever(self, reopen_after: float = 2.0) -> None:
+        """`run`, reopened after a broken connection; lanes stay gated only until the first
+        catch-up."""
+        while True:
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("control topic reader failed; reopening")
+                await asyncio.sleep(reopen_after)
+
     async def run(self) -> None:
         """Replay, then follow the topic until cancelled."""
         consumer = AIOKafkaConsumer(

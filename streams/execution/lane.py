@@ -26,7 +26,6 @@ from schemas.control import ControlCommand
 from schemas.decision import AccountDecision
 from streams.broker.errors import BrokerError, ErrorClass
 from streams.domain.accounts import Account
-from streams.domain.freshness import freshness_state
 from streams.domain.ledger import LedgerEntry, LedgerState, Step, ledger_key, received
 from streams.domain.risk import (
     STALE,
@@ -128,6 +127,8 @@ class LaneEnv:
     strategy_enabled: Callable[[str], bool]
     crash: CrashPoints
     clock: Callable[[], datetime] = utc_now
+    # Whether TA for a symbol is too stale to trade (`ta_stale`); the freshness check feeds it.
+    ta_blocks_orders: Callable[[str, datetime], bool] = lambda symbol, now: False
 
 
 @dataclass
@@ -208,7 +209,7 @@ class Lane:
             decision,
             strategy_enabled=self.env.strategy_enabled(decision.strategy_id),
             now=now,
-            ta_stale=freshness_state.blocks_orders(decision.symbol, now),
+            ta_stale=self.env.ta_blocks_orders(decision.symbol, now),
         )
         if gate:
             return await self._reject(entry, gate)

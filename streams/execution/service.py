@@ -61,6 +61,7 @@ class LaneService:
         book: KillSwitchBook,
         board: StatusBoard,
         disabled_strategies: frozenset[str] = frozenset(),
+        ta_blocks_orders: Callable[[str, datetime], bool] = lambda symbol, now: False,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
@@ -79,6 +80,7 @@ class LaneService:
             strategy_enabled=lambda strategy_id: strategy_id not in disabled_strategies,
             crash=CrashPoints(settings.crash_at, settings.data_path),
             clock=clock,
+            ta_blocks_orders=ta_blocks_orders,
         )
         self.lanes: dict[str, Lane] = {}
         for account in registry.enabled():

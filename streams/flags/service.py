@@ -11,7 +11,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Protocol
 
 from prometheus_client import Gauge
@@ -19,7 +18,7 @@ from prometheus_client import Gauge
 from streams.flags.core import GLOBAL_ENTITY, EntityFlags, FlagSnapshot, lane_entity
 from streams.flags.flipt import FliptFlagBackend
 from streams.flags.static import StaticFlagBackend, settings_defaults
-from streams.settings import FlagsBackend, Settings, get_settings
+from streams.settings import FlagsBackend, Settings
 
 log = logging.getLogger(__name__)
 
@@ -142,16 +141,6 @@ def build_flag_service(settings: Settings, account_labels: Iterable[str]) -> Fla
     )
 
 
-def lane_labels(settings: Settings) -> list[str]:
+def lane_labels(settings: Settings, enabled: Iterable[str]) -> list[str]:
     """Labels of the enabled lanes (the account registry decides), plus the primary label."""
-    from streams.domain.accounts import load_registry
-
-    labels = [account.label for account in load_registry(settings, strict=False).enabled()]
-    return [*labels, settings.account_label]
-
-
-@lru_cache(maxsize=1)
-def get_flag_service() -> FlagService:
-    """The worker's single flag service (the signals agent and every lane share it)."""
-    settings = get_settings()
-    return build_flag_service(settings, lane_labels(settings))
+    return [*enabled, settings.account_label]

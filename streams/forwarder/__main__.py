@@ -10,21 +10,21 @@ import signal
 
 from streams.forwarder.runner import forward_until_stopped
 from streams.observability.logging import install
-from streams.settings import get_settings
+from streams.settings import Settings
 
 
-async def _main() -> None:
+async def _main(settings: Settings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await forward_until_stopped(get_settings(), stop)
+    await forward_until_stopped(settings, stop)
 
 
 def main() -> None:
-    settings = get_settings()
+    settings = Settings()
     install(settings.log_format, settings.log_level)
-    asyncio.run(_main())
+    asyncio.run(_main(settings))
 
 
 if __name__ == "__main__":

@@ -6,13 +6,9 @@ import asyncio
 
 from streams.domain.accounts import Account, load_registry
 from streams.forwarder.service import ForwarderTopics, TradeUpdatesForwarder
+from streams.ownership import bootstrap_servers
 from streams.settings import Settings
-
-
-def account_updates_topic_name(settings: Settings) -> str:
-    """The re-keyed account-updates topic (`streams.topics.account_updates_topic`; a unit test
-    pins both). Computed here so that the forwarder does not load the whole faust app."""
-    return f"{settings.app_id}-trade-updates-by-account"
+from streams.topics import account_updates_topic_name
 
 
 def forwarded_accounts(settings: Settings) -> list[Account]:
@@ -27,10 +23,6 @@ def forwarded_accounts(settings: Settings) -> list[Account]:
     return [a for a in enabled if a.label in wanted]
 
 
-def bootstrap_servers(settings: Settings) -> str:
-    return ",".join(h.strip().removeprefix("kafka://") for h in settings.kafka_brokers.split(";"))
-
-
 def build_forwarder(
     settings: Settings, reconcile_topic: str | None = None
 ) -> TradeUpdatesForwarder:
@@ -39,7 +31,9 @@ def build_forwarder(
         v1=(settings.order_feed_topic or None) if settings.forwarder_emit_v1 else None,
         reconcile=reconcile_topic,
     )
-    return TradeUpdatesForwarder(forwarded_accounts(settings), bootstrap_servers(settings), topics)
+    return TradeUpdatesForwarder(
+        forwarded_accounts(settings), bootstrap_servers(settings.kafka_brokers), topics
+    )
 
 
 async def forward_until_stopped(

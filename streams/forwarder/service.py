@@ -16,18 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from aiokafka import AIOKafkaProducer
-from alpaca.trading.stream import TradingStream
 from prometheus_client import Counter
 
+from streams.compat import ObservedTradingStream
 from streams.domain.accounts import Account
-from streams.domain.order_feed.model import ReconcileRequest, encode_record
+from streams.domain.trade_updates.model import ReconcileRequest, encode_record
 from streams.forwarder.envelope import SeqTracker, envelopes_for, symbol_of
 
 log = logging.getLogger(__name__)
@@ -63,18 +63,6 @@ class ForwarderTopics:
     reconcile: str | None  # the re-keyed account-updates topic; None: no reconcile requests
 
 
-class _ObservedTradingStream(TradingStream):  # type: ignore[misc]
-    """A TradingStream that reports each successful (re)connection."""
-
-    def __init__(self, *args: Any, on_connected: Callable[[], Awaitable[None]], **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self._on_connected = on_connected
-
-    async def _start_ws(self) -> None:
-        await super()._start_ws()  # type: ignore[no-untyped-call]
-        await self._on_connected()
-
-
 class AccountForwarder:
     """Forwards one account's trade updates; never raises out of the stream's handler."""
 
@@ -95,7 +83,7 @@ class AccountForwarder:
         self.connects = 0
         self.forwarded = 0
         self._background: set[asyncio.Task[None]] = set()
-        self.stream = _ObservedTradingStream(
+        self.stream = ObservedTradingStream(
             account.api_key.get_secret_value(),
             account.secret_key.get_secret_value(),
             paper=not account.is_live,
@@ -106,7 +94,7 @@ class AccountForwarder:
         self.stream.subscribe_trade_updates(self.on_message)
 
     async def run(self) -> None:
-        await self.stream._run_forever()  # type: ignore[no-untyped-call]
+        await self.stream.run_in_loop()
 
     async def stop(self) -> None:
         await self.stream.stop_ws()

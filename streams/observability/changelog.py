@@ -6,6 +6,8 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.compat import refresh_metadata
+
 READ_TIMEOUT_SECONDS = 30.0
 
 
@@ -22,7 +24,7 @@ async def read_table_state(
     )
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
+        await refresh_metadata(consumer)
         partitions = sorted(consumer.partitions_for_topic(topic) or ())
         tps = [TopicPartition(topic, p) for p in partitions]
         if not tps:

@@ -16,7 +16,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.partitioner import murmur2
+
+from streams.compat import refresh_metadata
 
 NEXT_RECORD_TIMEOUT_SECONDS = 2.0
 
@@ -32,17 +33,6 @@ class PartitionLag:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def bootstrap_servers(kafka_brokers: str) -> str:
-    """`kafka://h1:p;h2:p` (faust form) → `h1:p,h2:p` (aiokafka form)."""
-    hosts = [h.strip().removeprefix("kafka://") for h in kafka_brokers.replace(",", ";").split(";")]
-    return ",".join(h for h in hosts if h)
-
-
-def partition_for_key(key: bytes, partitions: int) -> int:
-    """The partition the default (Java-compatible murmur2) partitioner picks for `key`."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def lag_records(committed: int | None, earliest: int, end: int) -> int:
@@ -122,7 +112,7 @@ class BrokerLagReader:
     async def partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
         _, consumer = self._clients()
         wanted = sorted(set(topics))
-        await consumer._client.force_metadata_update()
+        await refresh_metadata(consumer)
         out: list[TopicPartition] = []
         for topic in wanted:
             for p in sorted(consumer.partitions_for_topic(topic) or ()):
@@ -134,7 +124,7 @@ class BrokerLagReader:
         _, consumer = self._clients()
         names = set(topics)
         if any(consumer.partitions_for_topic(t) is None for t in names):
-            await consumer._client.force_metadata_update()
+            await refresh_metadata(consumer)
         return {t: len(consumer.partitions_for_topic(t) or ()) for t in names}
 
     async def read(

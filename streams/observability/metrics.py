@@ -3,7 +3,7 @@
 Lane counters (decisions, orders, rejections, broker errors) and the signal→ack histogram are fed by
 `streams.observability.status` so that callers record an event once; broker call latency is timed
 by the broker adapter with `time_broker_call`. Lag, recovery and lane gauges are refreshed by the
-monitor timer and at every scrape (`streams.observability.runtime`).
+monitor timer and at every scrape (`streams.observability.worker`).
 """
 
 from __future__ import annotations

@@ -325,6 +325,3 @@ class StatusBoard:
         """Forget every lane (tests)."""
         with self._lock:
             self._lanes.clear()
-
-
-board = StatusBoard()

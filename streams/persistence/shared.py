@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from functools import cache
 
 from streams.persistence.dsn import asyncpg_dsn
 from streams.persistence.repository import Repository
-from streams.settings import get_settings
 
 
 class RepositoryProvider:
@@ -30,9 +28,3 @@ class RepositoryProvider:
         repo, self._repo = self._repo, None
         if repo is not None:
             await repo.close()
-
-
-@cache
-def worker_repositories() -> RepositoryProvider:
-    settings = get_settings()
-    return RepositoryProvider(settings.database_url.get_secret_value(), settings.database_pool_size)

@@ -34,13 +34,19 @@ from typing import Any, cast
 import rocksdict
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.stores.rocksdb import Store as RocksStore
-from faust.tables import TableManager
 from faust.tables.base import Collection
-from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth, server_list
 from faust.types import TP, AppT, CollectionT
 from prometheus_client import Counter
 
+from streams.compat import (
+    SeekHookRecovery,
+    encode_persisted_offset,
+    has_changelog_callback,
+    rocksdb_for_partition,
+    rocksdb_offset_key,
+    table_manager_with,
+)
 from streams.state.plan import ReadRange, add_records, applied_after, read_range
 
 logger = logging.getLogger(__name__)
@@ -83,7 +89,7 @@ def bulk_restorable(table: CollectionT) -> bool:
         type(store) is RocksStore
         and bool(store.use_rocksdict)
         and not store.read_only
-        and cast(Any, table)._on_changelog_event is None
+        and not has_changelog_callback(table)
         and cast(Any, table).window is None
         and type(table).apply_changelog_batch is Collection.apply_changelog_batch
     )
@@ -117,7 +123,7 @@ def _write(target: Target, records: Iterable[Any], position: int | None, wal: An
     target.applied = applied_after(target.wanted, last, position, target.applied)
     if target.applied == before:
         return 0
-    batch.put(RocksStore.offset_key, str(target.applied).encode())
+    batch.put(rocksdb_offset_key(), encode_persisted_offset(target.applied))
     target.db.write(batch, wal)
     return target.applied - before
 
@@ -224,7 +230,7 @@ async def _ingest_from(
             target.db.ingest_external_file([done["path"]], ingest)
             RESTORED_RECORDS.labels(target.table).inc(done["applied"] - target.applied)
         target.applied = done["applied"]
-        target.db.put(RocksStore.offset_key, str(target.applied).encode())
+        target.db.put(rocksdb_offset_key(), encode_persisted_offset(target.applied))
         on_progress(target)
     if await proc.wait() != 0:
         raise RuntimeError(f"restore child exited with {proc.returncode}")
@@ -269,17 +275,13 @@ async def restore_in_processes(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-class BulkRestoreRecovery(Recovery):
+class BulkRestoreRecovery(SeekHookRecovery):
     """faust's Recovery, with active changelog partitions bulk-restored before it reads them."""
 
     processes: int = 0  # child processes building SST files (0: all in the event loop)
 
-    async def _seek_offsets(  # type: ignore[override]
-        self, consumer: Any, tps: set[TP], offsets: Any, title: str
-    ) -> None:
-        if title == "active":
-            await self._bulk_restore(tps, offsets)
-        await super()._seek_offsets(consumer, tps, offsets, title)
+    async def before_active_seek(self, tps: set[TP], offsets: Any) -> None:
+        await self._bulk_restore(tps, offsets)
 
     def _targets(self, tps: Iterable[TP], offsets: Any) -> list[Target]:
         targets = []
@@ -291,7 +293,7 @@ class BulkRestoreRecovery(Recovery):
             if wanted is None:
                 continue
             store = cast(Any, table).data
-            db = store._db_for_partition(tp.partition)
+            db = rocksdb_for_partition(table, tp.partition)
             targets.append(
                 Target(tp, table.name, db, wanted, wanted.start - 1, store.rocksdb_options)
             )
@@ -339,22 +341,12 @@ class BulkRestoreRecovery(Recovery):
         )
 
 
-class BulkRestoreTableManager(TableManager):
-    """faust's TableManager with `BulkRestoreRecovery` (the `TableManager` app setting)."""
-
-    restore_processes: int = 0
-
-    @property
-    def recovery(self) -> Recovery:
-        if self._recovery is None:
-            recovery = BulkRestoreRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
-            recovery.processes = self.restore_processes
-            self._recovery = recovery
-        return self._recovery
-
-
-def table_manager(processes: int) -> type[BulkRestoreTableManager]:
+def table_manager(processes: int) -> type[Any]:
     """The `TableManager` app setting: bulk restore, SST files built in `processes` children."""
-    return type(
-        "BulkRestoreTableManager", (BulkRestoreTableManager,), {"restore_processes": processes}
-    )
+
+    def recovery(manager: Any) -> BulkRestoreRecovery:
+        built = BulkRestoreRecovery(manager.app, manager, beacon=manager.beacon, loop=manager.loop)
+        built.processes = processes
+        return built
+
+    return table_manager_with(recovery)

@@ -18,19 +18,11 @@ from faust import web
 from streams.app import app, settings
 from streams.clickhouse.status import clickhouse_status, freshness_health
 from streams.observability import metrics
-from streams.observability.runtime import WorkerObservability, for_app
-from streams.signal_pipeline import get_signal_pipeline
+from streams.observability.worker import WorkerObservability
 
 
 def observability() -> WorkerObservability:
-    return for_app(app, settings)
-
-
-def strategy_runtime_status() -> dict[str, Any] | None:
-    """Mode and per-strategy circuit state, once the signals agent has built its pipeline."""
-    if get_signal_pipeline.cache_info().currsize == 0:
-        return None  # not built here (yet); never build it from a status request
-    return get_signal_pipeline().status()
+    return app.context.observability
 
 
 @app.page("/healthz", name="healthz")
@@ -62,8 +54,9 @@ class TradingStatus(web.View):
         obs.configure_lanes()
         body = obs.board.snapshot()
         body["worker"] = obs.worker_info()
-        body["clickhouse"] = clickhouse_status()
-        body["strategy_runtime"] = strategy_runtime_status()
+        context = app.context
+        body["clickhouse"] = clickhouse_status(context.clickhouse.source_status, context.freshness)
+        body["strategy_runtime"] = context.signal_pipeline.status()
         return self.json(body)
 
 
@@ -76,7 +69,7 @@ class TradingHealth(web.View):
         obs.configure_lanes()
         lanes = {s.account: s.problems() for s in obs.board.lanes()}
         unhealthy = {account: problems for account, problems in lanes.items() if problems}
-        ta = freshness_health()
+        ta = freshness_health(app.context.freshness)
         # Stale TA is an upstream problem; it fails this check only when it stops trading.
         ta_blocks = ta["ta_stale"] and settings.ta_freshness_block_orders
         body = {

@@ -28,18 +28,19 @@ GARBAGE = b"\x00\x00\x00\x00\x07\xff\xfe not avro"
 SCRIPT = textwrap.dedent(
     """
     import asyncio, json, os
-    from streams.app import app
-    from streams.dlq import DEAD_LETTERS, send_dead_letter
+    from streams.app import app, settings, topics
+    from streams.dlq import DEAD_LETTERS, DeadLetters
 
     async def main() -> None:
         await app.producer.start()
+        dead_letters = DeadLetters(topics.dlq, settings.app_id)
         try:
-            await send_dead_letter(
+            await dead_letters.send(
                 reason="avro_decode_error", topic="src.topic", partition=2, offset=17,
                 key=b"AAPL", value=bytes.fromhex(os.environ["GARBAGE_HEX"]),
                 error=RuntimeError("decoder said no to " + os.environ["APCA_API_SECRET_KEY"]),
             )
-            await send_dead_letter(
+            await dead_letters.send(
                 reason="schema_invalid", topic="src.topic", partition=None, offset=None,
                 key=None, value=None,
             )

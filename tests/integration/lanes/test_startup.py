@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from streams.execution.startup import EX_CONFIG
+from streams.context import EX_CONFIG
 from tests.support.stack import StackInfo, app_env
 from tests.support.worker import Worker
 

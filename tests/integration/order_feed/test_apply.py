@@ -11,11 +11,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from streams.domain.order_feed.model import TradeUpdate, encode_record
-from streams.domain.order_feed.normalise import OwnerLookup, SourceCoordinates, normalise
-from streams.domain.order_feed.outcome import Outcome
-from streams.order_feed.applier import BatchReport, OrderFeedApplier
+from streams.domain.trade_updates.model import TradeUpdate, encode_record
+from streams.domain.trade_updates.normalise import OwnerLookup, SourceCoordinates, normalise
+from streams.domain.trade_updates.outcome import Outcome
 from streams.persistence.repository import DecisionRow, ExecutionRow, Repository
+from streams.reconciliation.applier import BatchReport, OrderFeedApplier
 from tests.support.pg import fetch
 from tests.unit.order_feed.helpers import data, parse, v1, v2
 
@@ -224,7 +224,7 @@ async def test_event_before_its_execution_is_linked_when_the_execution_appears(
 
 
 async def test_reconcile_requests_are_forwarded_not_applied(repo: Repository) -> None:
-    from streams.domain.order_feed.model import ReconcileRequest
+    from streams.domain.trade_updates.model import ReconcileRequest
 
     h = Harness(repo)
     request = ReconcileRequest(account_label="acct-b", reason="x", requested_at=datetime.now(UTC))

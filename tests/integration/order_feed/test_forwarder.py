@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from schemas.codecs import decode_trade_update
 from simulator.testing import RunningSimulator
 from streams.domain.accounts import Account, AccountMode
-from streams.domain.order_feed.model import ReconcileRequest, decode_record
+from streams.domain.trade_updates.model import ReconcileRequest, decode_record
 from streams.forwarder.service import ForwarderTopics, TradeUpdatesForwarder
 from tests.integration.order_feed.kafka_read import read_topic
 from tests.integration.order_feed.test_reconciler import ACCOUNTS, submit

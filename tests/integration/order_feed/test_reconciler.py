@@ -17,8 +17,8 @@ from pydantic import SecretStr
 from simulator.testing import RunningSimulator
 from streams.broker.alpaca import AlpacaBroker
 from streams.domain.accounts import Account, AccountMode
-from streams.order_feed.reconciler import ReconcilePolicy, Reconciler
 from streams.persistence.repository import DecisionRow, ExecutionRow, Repository
+from streams.reconciliation.reconciler import ReconcilePolicy, Reconciler
 from tests.integration.order_feed.test_apply import client_id, execution_state, fetch
 
 pytestmark = pytest.mark.integration

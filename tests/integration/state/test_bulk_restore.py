@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from faust.stores.rocksdb import Store as RocksStore
 
 from bench.b5_recovery import ledger_records
-from streams.observability.lag import partition_for_key
+from streams.ownership import partition_for as partition_for_key
 from tests.support.kafka import create_topics
 from tests.support.stack import StackInfo, app_env, app_topics
 from tests.support.worker import Worker

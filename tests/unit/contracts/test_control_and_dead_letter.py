@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -138,35 +136,30 @@ class FakeTopic:
         self.sent.append((key, value))
 
 
-def use_topic(monkeypatch: pytest.MonkeyPatch, topic: FakeTopic) -> None:
-    """Stand in for `streams.topics` (the app's topic handles) without building the app."""
-    monkeypatch.setitem(sys.modules, "streams.topics", types.SimpleNamespace(dlq_topic=topic))
-
-
 def counted(metric: Any, **labels: str) -> float:
     return float(metric.labels(**labels)._value.get())
 
 
-async def test_send_dead_letter_produces_and_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_send_dead_letter_produces_and_counts() -> None:
     topic = FakeTopic()
-    use_topic(monkeypatch, topic)
     before = counted(dlq.DEAD_LETTERS, reason="json_invalid", topic="unit.src")
-    await dlq.send_dead_letter(
+    await dlq.DeadLetters(topic, app_id="unit").send(
         reason="json_invalid", topic="unit.src", partition=1, offset=9, key=b"k", value=b"{"
     )
     assert counted(dlq.DEAD_LETTERS, reason="json_invalid", topic="unit.src") == before + 1
     ((key, value),) = topic.sent
     letter = decode_dead_letter(value)
     assert key == b"k" and (letter.source_partition, letter.source_offset) == (1, 9)
+    assert letter.app_id == "unit"
 
 
 async def test_a_failing_dlq_is_counted_never_raised(
     monkeypatch: pytest.MonkeyPatch, planted_secret: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    use_topic(monkeypatch, FakeTopic(fail=ConnectionError(f"broker down, token {planted_secret}")))
+    failing = FakeTopic(fail=ConnectionError(f"broker down, token {planted_secret}"))
     labels = {"reason": "schema_invalid", "topic": "unit.src"}
     before = counted(dlq.DEAD_LETTER_FAILURES, **labels)
-    await dlq.send_dead_letter(
+    await dlq.DeadLetters(failing).send(
         reason="schema_invalid", topic="unit.src", partition=0, offset=1, key=None, value=b"x"
     )
     assert counted(dlq.DEAD_LETTER_FAILURES, **labels) == before + 1

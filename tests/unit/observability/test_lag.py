@@ -6,13 +6,8 @@ from datetime import UTC, datetime
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.observability.lag import (
-    PartitionLag,
-    bootstrap_servers,
-    lag_records,
-    lag_seconds,
-    partition_for_key,
-)
+from streams.observability.lag import PartitionLag, lag_records, lag_seconds
+from streams.ownership import bootstrap_servers, partition_for
 
 NOW = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
@@ -39,8 +34,8 @@ def test_partition_for_key_is_the_producers_choice() -> None:
     partitions = list(range(8))
     for i in range(50):
         key = f"acct-{i}".encode()
-        assert partition_for_key(key, 8) == DefaultPartitioner()(key, partitions, partitions)
-    assert {partition_for_key(f"acct-{i}".encode(), 4) for i in range(40)} == {0, 1, 2, 3}
+        assert partition_for(key, 8) == DefaultPartitioner()(key, partitions, partitions)
+    assert {partition_for(f"acct-{i}".encode(), 4) for i in range(40)} == {0, 1, 2, 3}
 
 
 def test_bootstrap_servers_accepts_the_faust_form() -> None:

@@ -61,20 +61,19 @@ def test_stream_url_follows_the_account_base_url() -> None:
 
 
 def test_forwarder_targets_the_apps_account_updates_topic() -> None:
-    from streams.app import settings
-    from streams.forwarder.runner import account_updates_topic_name
-    from streams.topics import account_updates_topic
+    from streams.app import settings, topics
+    from streams.forwarder import runner
 
-    assert account_updates_topic_name(settings) == account_updates_topic.get_topic_name()
+    assert runner.account_updates_topic_name(settings) == topics.account_updates.get_topic_name()
 
 
 def test_either_trade_update_topic_may_be_unset() -> None:
-    from agents.order_feed import feed_topic_names
     from streams.settings import Settings
+    from streams.topics import trade_update_topic_names
 
     def names(v1: str, v2: str) -> list[str]:
         env = {"TRADING_ORDER_FEED_TOPIC": v1, "TRADING_ORDER_FEED_TOPIC_V2": v2}
-        return feed_topic_names(Settings(**env))  # type: ignore[arg-type]
+        return trade_update_topic_names(Settings(**env))  # type: ignore[arg-type]
 
     assert names("t.v1", "t.v2") == ["t.v1", "t.v2"]
     assert names("", "t.v2") == ["t.v2"]  # Phase 4 cutover: v2 only

@@ -7,19 +7,19 @@ from typing import Any
 
 import pytest
 
-from streams.domain.order_feed.model import (
+from streams.domain.trade_updates.model import (
     Attribution,
     ReconcileRequest,
     TradeUpdate,
     decode_record,
     encode_record,
 )
-from streams.domain.order_feed.normalise import (
+from streams.domain.trade_updates.normalise import (
     MissingOrderIdentity,
     SourceCoordinates,
     normalise,
 )
-from streams.domain.order_feed.rows import dedupe_batch, event_row, order_update_row
+from streams.domain.trade_updates.rows import dedupe_batch, event_row, order_update_row
 from tests.unit.order_feed.helpers import T0, data, parse, v1, v2
 
 V1 = SourceCoordinates("t.v1", 0, 7)
@@ -137,7 +137,12 @@ def test_records_round_trip_through_the_rekeyed_topic() -> None:
 
 
 def test_outcomes_tell_redeliveries_from_stale_updates() -> None:
-    from streams.domain.order_feed.outcome import OTHER_ACCOUNT, Outcome, classify, metrics_account
+    from streams.domain.trade_updates.outcome import (
+        OTHER_ACCOUNT,
+        Outcome,
+        classify,
+        metrics_account,
+    )
     from streams.persistence.rows import ApplyOutcome, ApplyResult
 
     update = norm(v2(data(), "a"), V2)  # filled, cumulative 10

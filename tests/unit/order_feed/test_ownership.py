@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka.partitioner import murmur2
 
-from streams.domain.order_feed.ownership import owned_accounts, partition_for
+from streams.ownership import owned_accounts, partition_for
 
 LABELS = [f"acct-{i}" for i in range(40)]
 

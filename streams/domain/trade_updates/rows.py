@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from streams.domain.order_feed.model import TradeUpdate
+from streams.domain.trade_updates.model import TradeUpdate
 from streams.persistence.rows import OrderEventRow, OrderUpdateRow
 
 

@@ -1,27 +1,23 @@
 """The worker side of observability: reads the faust app's state, refreshes gauges and lanes.
 
-One `WorkerObservability` per process (`for_app(app)`), shared by the web views and the monitor
-timer. It owns a `BrokerLagReader` (lazily started in the worker's event loop) and the readiness
+One `WorkerObservability` per worker (in the worker context), shared by the web views and the
+monitor timer. It owns a `BrokerLagReader` (lazily started in the worker's event loop) and the
 probes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import faust
 from aiokafka import TopicPartition
 
+from streams.compat import actor_alive, agent_actors, table_recovery
 from streams.observability import metrics
-from streams.observability.lag import (
-    BrokerLagReader,
-    PartitionLag,
-    bootstrap_servers,
-    partition_for_key,
-)
+from streams.observability.lag import BrokerLagReader, PartitionLag
 from streams.observability.readiness import (
     CachedProbe,
     Check,
@@ -30,7 +26,8 @@ from streams.observability.readiness import (
     Readiness,
     recovery_check,
 )
-from streams.observability.status import StatusBoard, board
+from streams.observability.status import StatusBoard
+from streams.ownership import bootstrap_servers, lane_partitions
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -49,14 +46,6 @@ def configure_board(target: StatusBoard, lanes: Iterable[LaneConfig]) -> None:
     """Every configured account appears on the board before any traffic."""
     for lane in lanes:
         target.lane(lane.label).configure(mode=lane.mode, enabled=lane.enabled)
-
-
-def registry_lanes(settings: Settings) -> list[LaneConfig]:
-    """The account registry's lanes; a registry error is the lanes' startup error, not ours."""
-    from streams.domain.accounts import load_registry
-
-    registry = load_registry(settings, strict=False)
-    return [LaneConfig(a.label, str(a.mode), a.enabled) for a in registry.accounts]
 
 
 def group_id(app: faust.App) -> str:
@@ -82,23 +71,16 @@ def owned_stream_partitions(app: faust.App) -> set[TopicPartition]:
     }
 
 
-def control_check() -> Check:
+def control_check(caught_up: bool) -> Check:
     """Lanes submit nothing until the kill-switch control topic has been read to its end."""
-    from streams.execution.runtime import get_control_feed  # the lanes' runtime, built lazily
-
-    if get_control_feed().caught_up.is_set():
+    if caught_up:
         return Check(True)
     return Check(False, "control topic (kill switches) not yet read to its end")
 
 
-def _recovery(app: faust.App) -> Any:
-    """faust's table Recovery service (not on the TableManagerT interface)."""
-    return cast(Any, app.tables).recovery
-
-
 def recovery_remaining(app: faust.App) -> tuple[int, int]:
     """(active, standby) changelog records left to restore."""
-    recovery = _recovery(app)
+    recovery = table_recovery(app)
     return int(recovery.active_remaining_total()), int(recovery.standby_remaining_total())
 
 
@@ -107,51 +89,42 @@ def agents_running(app: faust.App, topic: str) -> bool | None:
     agents = [a for a in app.agents.values() if topic in set(a.get_topic_names())]
     if not agents:
         return None
-    for agent in agents:
-        actors = list(getattr(agent, "_actors", ()))
-        if not any(_actor_alive(actor) for actor in actors):
-            return False
-    return True
-
-
-def _actor_alive(actor: Any) -> bool:
-    task = getattr(actor, "actor_task", None)
-    return task is not None and not task.done() and not getattr(actor, "crashed", False)
-
-
-def lane_partitions(account: str, topics: Mapping[str, int]) -> dict[str, int]:
-    """The partition of each account-keyed topic (`{topic: partition count}`) for `account`."""
-    key = account.encode()
-    return {topic: partition_for_key(key, n) for topic, n in topics.items() if n > 0}
+    return all(any(actor_alive(actor) for actor in agent_actors(agent)) for agent in agents)
 
 
 class WorkerObservability:
-    def __init__(self, app: faust.App, settings: Settings, target: StatusBoard) -> None:
+    """One per worker (in the worker context), shared by the web views and the monitor timer."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        target: StatusBoard,
+        *,
+        lanes: Iterable[LaneConfig],
+        account_topics: Iterable[str],
+        control_caught_up: Callable[[], bool],
+    ) -> None:
         self.app = app
         self.settings = settings
         self.board = target
         self.board.set_error_grace(settings.lane_error_grace_seconds)
+        self._lanes = list(lanes)
+        self._account_topics = list(account_topics)
+        self._control_caught_up = control_caught_up
         self._reader: BrokerLagReader | None = None
         self._kafka = CachedProbe(self._kafka_probe)
         self._pg = PostgresProbe(settings.database_url.get_secret_value())
         self._postgres = CachedProbe(self._pg)
         self._configured = False
-        self._registry_warned = False
         self.last_lag: list[PartitionLag] = []
         self.last_readiness: Readiness | None = None
 
     # ---- setup
     def configure_lanes(self) -> None:
-        if self._configured:
-            return
-        try:
-            configure_board(self.board, registry_lanes(self.settings))
-        except Exception as exc:  # noqa: BLE001 - reported by the lanes at startup
-            if not self._registry_warned:
-                self._registry_warned = True
-                logger.warning("status board: account registry unavailable: %s", type(exc).__name__)
-            return
-        self._configured = True
+        if not self._configured:
+            configure_board(self.board, self._lanes)
+            self._configured = True
 
     def use_postgres_probe(self, probe: Probe) -> None:
         """Let the persistence layer supply a pool-based probe (`SELECT 1` on its pool)."""
@@ -179,7 +152,7 @@ class WorkerObservability:
 
     # ---- readiness
     async def readiness(self) -> Readiness:
-        recovery = _recovery(self.app)
+        recovery = table_recovery(self.app)
         active, _ = recovery_remaining(self.app)
         checks = {
             "recovery": recovery_check(
@@ -190,7 +163,7 @@ class WorkerObservability:
             ),
             "kafka": await self._kafka.check(),
             "postgres": await self._postgres.check(),
-            "control": control_check(),
+            "control": control_check(self._control_caught_up()),
         }
         result = Readiness(checks)
         self.last_readiness = result
@@ -198,6 +171,13 @@ class WorkerObservability:
         return result
 
     # ---- refresh
+    async def refresh_guarded(self) -> None:
+        """`refresh` for the monitor timer: a failed refresh keeps the last values."""
+        try:
+            await self.refresh()
+        except Exception as exc:  # noqa: BLE001 - try again next tick
+            logger.warning("observability refresh failed: %s: %s", type(exc).__name__, exc)
+
     async def refresh(self) -> None:
         """Monitor tick: lag from the broker for owned partitions, lanes, gauges."""
         self.configure_lanes()
@@ -214,15 +194,10 @@ class WorkerObservability:
         await self.readiness()
         self.refresh_gauges()
 
-    def _account_topics(self) -> list[str]:
-        from streams.topics import account_updates_topic
-
-        return [self.settings.decisions_topic, account_updates_topic.get_topic_name()]
-
     async def _place_lanes(
         self, reader: BrokerLagReader, owned: set[TopicPartition], rows: list[PartitionLag]
     ) -> None:
-        topics = self._account_topics()
+        topics = self._account_topics
         counts = await reader.partition_counts(topics)
         by_tp = {(r.topic, r.partition): r for r in rows}
         running = agents_running(self.app, self.settings.decisions_topic)
@@ -257,7 +232,7 @@ class WorkerObservability:
         owned = owned_stream_partitions(self.app)
         try:
             active, standby = recovery_remaining(self.app)
-            in_recovery = bool(_recovery(self.app).in_recovery)
+            in_recovery = bool(table_recovery(self.app).in_recovery)
         except Exception:  # noqa: BLE001
             active, standby, in_recovery = 0, 0, False
         return {
@@ -270,13 +245,3 @@ class WorkerObservability:
             "ready": self.last_readiness.ready if self.last_readiness else None,
             "lag": [r.as_dict() for r in self.last_lag],
         }
-
-
-_instances: dict[int, WorkerObservability] = {}
-
-
-def for_app(app: faust.App, settings: Settings) -> WorkerObservability:
-    key = id(app)
-    if key not in _instances:
-        _instances[key] = WorkerObservability(app, settings, board)
-    return _instances[key]

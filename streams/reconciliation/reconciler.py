@@ -25,9 +25,8 @@ from functools import partial
 from typing import Any, Protocol
 
 from streams.broker.errors import BrokerError, ErrorClass
-from streams.domain.order_feed import metrics
-from streams.domain.order_feed.rest import execution_from_rest, order_update_from_rest
-from streams.order_feed.retry import retry_transient
+from streams.domain.trade_updates import metrics
+from streams.domain.trade_updates.rest import execution_from_rest, order_update_from_rest
 from streams.persistence.rows import (
     ApplyOutcome,
     ApplyResult,
@@ -35,6 +34,7 @@ from streams.persistence.rows import (
     OrderUpdateRow,
     PendingDecision,
 )
+from streams.reconciliation.retry import retry_transient
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from schemas.trade_update import TradeUpdateEnvelope
-from streams.domain.order_feed.model import Attribution, TradeUpdate
 from streams.domain.order_state import event_fingerprint
+from streams.domain.trade_updates.model import Attribution, TradeUpdate
 
 # (client_order_id, alpaca order id) -> owning account label, or None when unknown.
 OwnerLookup = Callable[[str | None, str | None], str | None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from decimal import Decimal
 
-from streams.domain.order_feed.model import TradeUpdate
+from streams.domain.trade_updates.model import TradeUpdate
 from streams.persistence.rows import ApplyOutcome, ApplyResult
 
 OTHER_ACCOUNT = "_other"  # metrics label of accounts outside the registry (bounded cardinality)

@@ -17,17 +17,17 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from streams.domain.order_feed import metrics
-from streams.domain.order_feed.model import (
+from streams.domain.trade_updates import metrics
+from streams.domain.trade_updates.model import (
     Attribution,
     ReconcileRequest,
     TradeUpdate,
     decode_record,
 )
-from streams.domain.order_feed.outcome import Outcome, classify, metrics_account
-from streams.domain.order_feed.rows import dedupe_batch, event_row, order_update_row
-from streams.order_feed.retry import retry_transient
+from streams.domain.trade_updates.outcome import Outcome, classify, metrics_account
+from streams.domain.trade_updates.rows import dedupe_batch, event_row, order_update_row
 from streams.persistence.rows import ApplyResult, OrderEventRow, OrderUpdateRow
+from streams.reconciliation.retry import retry_transient
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,213 @@
+"""The worker context: everything a worker process owns, built once when it starts.
+
+faust needs the app, its topics and its tables declared at import (`streams.app`); everything
+else a worker holds — the Postgres pool, the broker clients, flags, the control book and feed, the
+status board, TA freshness, the lanes, the signal pipeline, reconciliation and observability — is
+built here, once, from settings parsed once and the account registry parsed once, and passed to
+the agents, timers and web views explicitly (`app.context`). Nothing of it is a module global, so
+every part of one worker sees the same accounts and the same state.
+
+A CLI command that needs some of these builds its own pieces from `app.settings`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import faust
+
+from streams.broker.pool import BrokerPool
+from streams.clickhouse.worker import ClickHouseServices
+from streams.compat import assigned_actives
+from streams.dlq import DeadLetters
+from streams.domain import secrets
+from streams.domain.accounts import AccountConfigError, AccountRegistry, load_registry
+from streams.domain.freshness import FreshnessState
+from streams.domain.kill_switch import KillSwitchBook
+from streams.domain.strategy.catalog import build_runtime, load_catalog
+from streams.domain.strategy.registry import StrategyConfigError
+from streams.execution.control_feed import ControlFeed
+from streams.execution.orchestration import LanesRunner
+from streams.execution.persist import LaneSink
+from streams.execution.service import LaneService
+from streams.flags.service import FlagService, build_flag_service, lane_labels
+from streams.observability.status import StatusBoard
+from streams.observability.worker import LaneConfig, WorkerObservability
+from streams.ownership import bootstrap_servers, owned_accounts, owned_partitions
+from streams.persistence.shared import RepositoryProvider
+from streams.reconciliation.router import TradeUpdateRouter
+from streams.reconciliation.service import ReconciliationService
+from streams.settings import Settings
+from streams.signal_pipeline import SignalPipeline, log_pipeline
+from tables.lane_cursors import FaustCursors
+from tables.ledger import FaustLedger
+from tables.order_index import FaustOrderIndex
+
+if TYPE_CHECKING:
+    from streams.topics import Topics
+    from tables import Tables
+
+log = logging.getLogger(__name__)
+
+EX_CONFIG = 78  # sysexits.h: configuration error
+
+
+class ConfigurationError(Exception):
+    """The worker cannot start with this configuration (the message names the problem)."""
+
+
+def load_accounts(settings: Settings) -> AccountRegistry:
+    """The registry; missing single-account credentials only disable that lane (`strict=False`),
+    anything else (a live account without TRADING_LIVE_ENABLED, duplicate labels, bad JSON) is a
+    `ConfigurationError` that lists every problem (never a secret)."""
+    try:
+        return load_registry(settings, strict=False)
+    except AccountConfigError as exc:
+        raise ConfigurationError(f"refusing to start: {exc}") from None
+
+
+def exit_on_configuration_error(exc: ConfigurationError) -> None:
+    """Stop the process before it starts, with a clear message and no traceback."""
+    log.critical("%s", exc)
+    print(f"torghut-streams: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(EX_CONFIG) from None
+
+
+class WorkerContext:
+    def __init__(self, app: faust.App, settings: Settings, topics: Topics, tables: Tables) -> None:
+        secrets.register_model(settings)  # scrubbed from logs and dead letters from now on
+        self.app = app
+        self.settings = settings
+        self.topics = topics
+        self.tables = tables
+        self.registry = load_accounts(settings)
+        self.board = StatusBoard(error_grace_seconds=settings.lane_error_grace_seconds)
+        self.freshness = FreshnessState()
+        self.freshness.configure(
+            enabled=settings.ta_freshness_enabled,
+            slo_seconds=settings.ta_freshness_slo_seconds,
+            block_orders=settings.ta_freshness_block_orders,
+        )
+        self.repositories = RepositoryProvider(
+            settings.database_url.get_secret_value(), settings.database_pool_size
+        )
+        self.brokers = BrokerPool(settings)
+        enabled = [account.label for account in self.registry.enabled()]
+        self.flags: FlagService = build_flag_service(settings, lane_labels(settings, enabled))
+        self.control_book = KillSwitchBook()
+        self.control_feed = ControlFeed(
+            bootstrap_servers(settings.kafka_brokers),
+            settings.control_topic,
+            self.control_book,
+            client_id=f"{settings.app_id}-control",
+        )
+        self.dead_letters = DeadLetters(topics.dlq, settings.app_id)
+        self.clickhouse = ClickHouseServices(
+            settings,
+            self.freshness,
+            dead_letters=self.dead_letters,
+            repository=self.repositories.get,
+            enabled_accounts=enabled,
+        )
+        self.ledger = FaustLedger(tables.ledger)
+        self.order_index = FaustOrderIndex(tables.order_index)
+        self.signal_pipeline = self._signal_pipeline()
+        self.lanes = self._lane_service()
+        self.lanes_runner = LanesRunner(
+            self.lanes,
+            ledger=self.ledger,
+            acks=tables.acks,
+            control=self.control_feed,
+            dead_letters=self.dead_letters,
+            retries=topics.lane_retries,
+            owned_accounts=lambda: set(self.owned_accounts()),
+        )
+        self.router = TradeUpdateRouter(
+            owner_of=lambda cid: self.order_index.account_for(client_order_id=cid),
+            default_label=settings.account_label,
+            account_updates=topics.account_updates,
+            dead_letters=self.dead_letters,
+        )
+        self.reconciliation = ReconciliationService(
+            settings,
+            self.registry,
+            repositories=self.repositories,
+            brokers=self.brokers,
+            board=self.board,
+            dead_letters=self.dead_letters,
+            owned_accounts=self.owned_accounts,
+            refresh_snapshot=self._refresh_snapshot,
+        )
+        self.observability = WorkerObservability(
+            app,
+            settings,
+            self.board,
+            lanes=[LaneConfig(a.label, str(a.mode), a.enabled) for a in self.registry.accounts],
+            account_topics=topics.account_keyed(),
+            control_caught_up=self.control_feed.caught_up.is_set,
+        )
+        self.observability.configure_lanes()
+
+    def _signal_pipeline(self) -> SignalPipeline:
+        try:
+            catalog = load_catalog(self.settings)
+            runtime = build_runtime(self.settings, catalog)
+        except (StrategyConfigError, ValueError) as exc:
+            raise ConfigurationError(f"invalid configuration: {exc}") from None
+        flags = self.flags
+        pipeline = SignalPipeline(
+            runtime, self.registry.enabled(), lambda: flags.snapshot, self.settings.account_label
+        )
+        log_pipeline(pipeline)
+        self._disabled_strategies = frozenset(c.id for c in catalog if not c.enabled)
+        return pipeline
+
+    def _lane_service(self) -> LaneService:
+        flags = self.flags
+        return LaneService(
+            self.settings,
+            self.registry,
+            ledger=self.ledger,
+            index=self.order_index,
+            cursors=FaustCursors(self.tables.lane_cursors, self.settings.signal_source.value),
+            sink=LaneSink(self.repositories),
+            brokers=self.brokers,
+            flags=lambda: flags.snapshot,
+            book=self.control_book,
+            board=self.board,
+            disabled_strategies=self._disabled_strategies,
+            ta_blocks_orders=self.freshness.blocks_orders,
+        )
+
+    async def _refresh_snapshot(self, label: str) -> None:
+        """The reconciler refreshes a snapshot through the lanes (one request budget)."""
+        await self.lanes.refresh_snapshots([label])
+
+    # ---- ownership
+    def owned_accounts(self) -> list[str]:
+        """Enabled accounts whose partition of the account-keyed topics this worker holds."""
+        assigned = {(tp.topic, tp.partition) for tp in assigned_actives(self.app)}
+        partitions = owned_partitions(assigned, self.topics.account_keyed())
+        labels = [account.label for account in self.registry.enabled()]
+        return owned_accounts(labels, partitions, self.settings.topic_partitions)
+
+    # ---- shutdown
+    async def close(self) -> None:
+        """Release what the worker holds, each part even if another fails."""
+        closers: list[Callable[[], object]] = [
+            self.lanes_runner.close,
+            self.repositories.close,
+            self.observability.close,
+            self.clickhouse.close,
+        ]
+        for close in closers:
+            try:
+                result = close()
+                if hasattr(result, "__await__"):
+                    await result  # type: ignore[misc]
+            except Exception as exc:  # noqa: BLE001 - keep closing the rest
+                log.warning("closing %s failed: %s", close, type(exc).__name__)
+        self.brokers.close()

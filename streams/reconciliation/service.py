@@ -1,0 +1,116 @@
+"""The worker's reconciliation: REST reconciliation and trade-update batches of owned accounts.
+
+An account is reconciled by the worker that owns it (`streams.ownership`): the one running its
+lane, where its re-keyed trade updates (and reconcile requests) arrive too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from streams.broker.pool import BrokerPool
+from streams.dlq import DeadLetters
+from streams.domain.accounts import AccountRegistry
+from streams.observability.status import StatusBoard
+from streams.persistence.shared import RepositoryProvider
+from streams.reconciliation.applier import OrderFeedApplier
+from streams.reconciliation.reconciler import BrokerOrders, ReconcilePolicy, Reconciler
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+UNSUBMITTED_MARGIN_SECONDS = 60.0
+
+
+def reconcile_policy(settings: Settings) -> ReconcilePolicy:
+    return ReconcilePolicy(
+        account_timeout=settings.reconcile_account_timeout_seconds,
+        pending_after=timedelta(seconds=settings.reconcile_pending_after_seconds),
+        # Past the age limit the lane refuses to submit (checked right before the POST); the
+        # margin covers a POST sent just before the limit that the broker has not answered yet.
+        unsubmitted_after=timedelta(
+            seconds=settings.max_decision_age_seconds + UNSUBMITTED_MARGIN_SECONDS
+        ),
+    )
+
+
+class ReconciliationService:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: AccountRegistry,
+        *,
+        repositories: RepositoryProvider,
+        brokers: BrokerPool,
+        board: StatusBoard,
+        dead_letters: DeadLetters,
+        owned_accounts: Callable[[], Sequence[str]],
+        refresh_snapshot: Callable[[str], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self._repositories = repositories
+        self._brokers = brokers
+        self._board = board
+        self._dead_letters = dead_letters
+        self._owned = owned_accounts
+        self._refresh_snapshot = refresh_snapshot
+        self._reconciler: Reconciler | None = None
+        self._lock = asyncio.Lock()
+
+    def broker_orders_for(self, label: str) -> BrokerOrders | None:
+        """The account's shared broker client (one request budget with its lane)."""
+        account = self.registry.get(label)
+        if account is None or not account.enabled:
+            return None
+        return self._brokers.for_account(account)
+
+    def record_error(self, account: str, exc: BaseException) -> None:
+        kind = getattr(getattr(exc, "kind", None), "value", None) or type(exc).__name__
+        self._board.lane(account).record_error(f"reconcile:{kind}", str(exc))
+
+    async def _snapshot(self, label: str) -> None:
+        if self._refresh_snapshot is not None:
+            await self._refresh_snapshot(label)
+
+    async def reconciler(self) -> Reconciler:
+        """Built on first use: it needs the Postgres pool, which is connected lazily."""
+        async with self._lock:
+            if self._reconciler is None:
+                self._reconciler = Reconciler(
+                    await self._repositories.get(),
+                    self.broker_orders_for,
+                    policy=reconcile_policy(self.settings),
+                    refresh_snapshot=self._snapshot,
+                    on_error=self.record_error,
+                )
+        return self._reconciler
+
+    async def applier(self) -> OrderFeedApplier:
+        return OrderFeedApplier(
+            await self._repositories.get(),
+            known_accounts=frozenset(self.registry.labels),
+            dead_letter=self._dead_letters.event,
+            request_reconcile=self.request,
+        )
+
+    def owned(self) -> list[str]:
+        """Enabled accounts whose partition is assigned to this worker right now."""
+        return list(self._owned())
+
+    async def reconcile_owned(self) -> None:
+        """Every owned account concurrently, each bounded by its own time budget."""
+        accounts = self.owned()
+        if accounts:
+            await (await self.reconciler()).reconcile_accounts(accounts)
+
+    async def request(self, account: str, reason: str) -> None:
+        """Start reconciling `account` now (if this worker owns it); does not wait for it."""
+        if account not in self.owned():
+            log.info("reconcile request for an account not owned here", extra={"account": account})
+            return
+        (await self.reconciler()).request(account, reason)

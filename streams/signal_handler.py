@@ -1,0 +1,94 @@
+"""The signals stage: each TA signal → dedupe watermark → strategy runtime → account decisions.
+
+The `signals` agent hands its stream to `SignalHandler.run`. A signal's decisions (one per
+receiving lane, key `account_label`) are sent together and acknowledged before the symbol's
+watermark advances, so a crash in between redelivers the signal (duplicate decisions are harmless,
+the lanes dedupe by hash) and never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+
+from schemas.codecs import DecodeError, decode_ta_signal, encode_decision
+from schemas.decision import AccountDecision
+from streams.dlq import DeadLetters
+from streams.domain.replay import replay_scope_from_headers
+from streams.domain.signal_order import SignalOrder, WatermarkTracker
+from streams.flags.service import FlagService
+from streams.signal_pipeline import SignalPipeline
+
+log = logging.getLogger(__name__)
+
+
+class SignalHandler:
+    def __init__(
+        self,
+        pipeline: SignalPipeline,
+        *,
+        watermarks: WatermarkTracker,
+        decisions: faust.TopicT,
+        dead_letters: DeadLetters,
+        flags: FlagService,
+    ) -> None:
+        self.pipeline = pipeline
+        self._watermarks = watermarks
+        self._decisions = decisions
+        self._dead_letters = dead_letters
+        self._flags = flags
+
+    async def run(self, stream: faust.StreamT[bytes]) -> None:
+        await self._flags.ensure_loaded()
+        async for event in stream.events():
+            await self.handle(event)
+
+    async def handle(self, event: faust.EventT[bytes]) -> None:
+        try:
+            signal = decode_ta_signal(event.value)
+            replay = replay_scope_from_headers(event.headers)
+        except DecodeError as exc:
+            await self._dead_letters.event(event, exc.reason, exc)
+            return
+        except ValueError as exc:
+            await self._dead_letters.event(event, "replay_headers_invalid", exc)
+            return
+        # A replayed (historical) signal neither consults nor advances the live watermark.
+        order = SignalOrder.new
+        if replay is None:
+            order = self._watermarks.classify(signal)
+        if order is not SignalOrder.new:
+            self.pipeline.record_dropped(order)
+            log.info(
+                "signal dropped (%s): %s seq %s",
+                order.value,
+                signal.symbol,
+                signal.seq,
+                extra={"symbol": signal.symbol, "seq": signal.seq, "drop_reason": order.value},
+            )
+            return
+        decisions: list[AccountDecision] = []
+        try:
+            decisions = self.pipeline.process(signal, replay=replay)
+        except Exception as exc:  # noqa: BLE001 - bad input must never stop the agent
+            await self._dead_letters.event(event, "signal_processing_error", exc)
+        else:
+            await self.publish(decisions)
+        # Advanced only after the decisions are acknowledged: a crash before this line
+        # redelivers the signal (duplicates are harmless, the lanes dedupe by hash).
+        if replay is None:
+            self._watermarks.advance(signal, produced_decisions=bool(decisions))
+
+    async def publish(self, decisions: list[AccountDecision]) -> None:
+        """Send the signal's decisions together (key = account label) and wait for all acks."""
+        if not decisions:
+            return
+        pending: list[Any] = [
+            await self._decisions.send(key=d.account_label.encode(), value=encode_decision(d))
+            for d in decisions
+        ]
+        await asyncio.gather(*pending)
+        SignalPipeline.record_emitted(decisions)
