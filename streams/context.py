@@ -104,7 +104,7 @@ class WorkerContext:
             self.control_book,
             client_id=f"{settings.app_id}-control",
         )
-        self.dead_letters = DeadLetters(topics.dlq, settings.app_id)
+        self.dead_letters = DeadLetters.for_settings(topics.dlq, settings)
         self.clickhouse = ClickHouseServices(
             settings,
             self.freshness,

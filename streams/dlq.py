@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from faust.types import EventT
 from prometheus_client import Counter
+from pydantic import BaseModel
 
 from schemas.codecs import encode_dead_letter
 from schemas.dead_letter import MAX_ERROR_CHARS, MAX_RAW_BYTES, DeadLetter
@@ -79,6 +80,12 @@ class DeadLetters:
     def __init__(self, topic: Sink, app_id: str | None = None) -> None:
         self._topic = topic
         self._app_id = app_id
+
+    @classmethod
+    def for_settings(cls, topic: Sink, settings: BaseModel) -> DeadLetters:
+        """The app's writer: the settings' secrets are scrubbed from every error text."""
+        secrets.register_model(settings)
+        return cls(topic, getattr(settings, "app_id", None))
 
     async def send(
         self,

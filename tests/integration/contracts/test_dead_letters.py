@@ -33,7 +33,7 @@ SCRIPT = textwrap.dedent(
 
     async def main() -> None:
         await app.producer.start()
-        dead_letters = DeadLetters(topics.dlq, settings.app_id)
+        dead_letters = DeadLetters.for_settings(topics.dlq, settings)
         try:
             await dead_letters.send(
                 reason="avro_decode_error", topic="src.topic", partition=2, offset=17,
