@@ -8,37 +8,26 @@ cutover) and routes each record to the account-updates topic (`TradeUpdateRouter
 
 from __future__ import annotations
 
-import logging
 from typing import Any, cast
 
 import faust
 
 from streams.app import app, settings, topics
 
-log = logging.getLogger(__name__)
-
 if topics.trade_updates is not None:
 
     @app.agent(topics.trade_updates, name="order_feed", concurrency=1)
     async def order_feed(stream: faust.StreamT[Any]) -> None:
         """Trade updates v1 + v2 → attributed and re-keyed by account_label."""
-        router = app.context.router
-        async for event in stream.events():
-            await router.route(event)
+        await app.context.router.run(stream)
 
 
 @app.agent(topics.account_updates, name="account_updates", concurrency=1)
 async def account_updates(stream: faust.StreamT[Any]) -> None:
     """Each account's trade updates, in order, applied in batches to Postgres."""
     context = app.context
-    applier = await context.reconciliation.applier()
     # `take_events` (events, not values: dead letters need their coordinates) is not on StreamT.
-    async for events in cast(Any, stream).take_events(
+    batches = cast(Any, stream).take_events(
         settings.order_feed_batch_size, within=settings.order_feed_batch_seconds
-    ):
-        try:
-            await applier.apply(events)
-        except Exception as exc:
-            log.exception("order-feed batch failed; dead-lettering it")
-            for event in events:
-                await context.dead_letters.event(event, "order_feed_batch_failed", exc)
+    )
+    await context.reconciliation.apply_batches(batches, context.dead_letters.event)

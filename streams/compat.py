@@ -226,6 +226,11 @@ def configure_rest_client(client: Any, session: Any) -> None:
     client._retry_codes = []
 
 
+def close_rest_client(client: Any) -> None:
+    """Close the HTTP session the client holds (alpaca-py has no `close`)."""
+    client._session.close()
+
+
 def rest_base_url(client: Any) -> str:
     return str(client._base_url)
 

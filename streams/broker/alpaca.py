@@ -38,7 +38,7 @@ from requests.utils import get_netrc_auth
 
 from streams.broker.errors import BrokerError, ErrorClass, classify
 from streams.broker.ratelimit import TokenBucket
-from streams.compat import configure_rest_client, rest_base_url
+from streams.compat import close_rest_client, configure_rest_client, rest_base_url
 from streams.domain.accounts import Account, AccountMode
 from streams.domain.sizing import OrderPlan
 from streams.observability.metrics import time_broker_call
@@ -236,4 +236,4 @@ class AlpacaBroker:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._client._session.close()
+        close_rest_client(self._client)

@@ -55,6 +55,11 @@ class TradeUpdateRouter:
         del order_id
         return self._owner_of(client_order_id) if client_order_id else None
 
+    async def run(self, stream: faust.StreamT[Any]) -> None:
+        """The `order_feed` agent's loop: every record, in order."""
+        async for event in stream.events():
+            await self.route(event)
+
     async def route(self, event: faust.EventT[Any]) -> None:
         """One v1/v2 record → the account-updates topic (key account_label), or a dead letter."""
         try:

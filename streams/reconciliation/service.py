@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -22,6 +22,8 @@ from streams.reconciliation.reconciler import BrokerOrders, ReconcilePolicy, Rec
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+DeadLetterEvent = Callable[[Any, str, BaseException], Awaitable[None]]
 
 UNSUBMITTED_MARGIN_SECONDS = 60.0
 
@@ -97,6 +99,20 @@ class ReconciliationService:
             dead_letter=self._dead_letters.event,
             request_reconcile=self.request,
         )
+
+    async def apply_batches(
+        self, batches: AsyncIterator[Sequence[Any]], dead_letter: DeadLetterEvent
+    ) -> None:
+        """Apply each batch of an account's re-keyed trade updates (the `account_updates` agent);
+        a batch that fails as a whole is dead-lettered event by event."""
+        applier = await self.applier()
+        async for events in batches:
+            try:
+                await applier.apply(events)
+            except Exception as exc:
+                log.exception("order-feed batch failed; dead-lettering it")
+                for event in events:
+                    await dead_letter(event, "order_feed_batch_failed", exc)
 
     def owned(self) -> list[str]:
         """Enabled accounts whose partition is assigned to this worker right now."""
