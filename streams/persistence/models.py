@@ -224,6 +224,43 @@ class ExecutionOrderEvent(Base):
     )
 
 
+class UnattributedOrderEvent(Base):
+    """A v1 order-feed event no account could be found for yet (multi-account mode): held here,
+    under no account, until its order appears under one (`streams.reconciliation`)."""
+
+    __tablename__ = "unattributed_order_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    source_topic: Mapped[str] = mapped_column(String(255), nullable=False)
+    source_partition: Mapped[int | None] = mapped_column(Integer)
+    source_offset: Mapped[int | None] = mapped_column(BigInteger)
+    alpaca_order_id: Mapped[str | None] = mapped_column(ORDER_ID)
+    client_order_id: Mapped[str | None] = mapped_column(ORDER_ID)
+    symbol: Mapped[str | None] = mapped_column(SYMBOL)
+    event_type: Mapped[str | None] = mapped_column(String(32))
+    event_ts: Mapped[datetime | None] = mapped_column(TS)
+    raw: Mapped[Any] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = created_at()
+
+    __table_args__ = (
+        Index("uq_unattributed_order_events_fingerprint", "event_fingerprint", unique=True),
+        Index("ix_unattributed_order_events_client_order_id", "client_order_id"),
+        Index("ix_unattributed_order_events_alpaca_order_id", "alpaca_order_id"),
+    )
+
+
+class AccountPin(Base):
+    """The broker account number a label traded under first: another account's keys under the
+    same label stop that lane instead of trading at the wrong account."""
+
+    __tablename__ = "account_pins"
+
+    account_label: Mapped[str] = mapped_column(LABEL, primary_key=True)
+    broker_account_number: Mapped[str] = mapped_column(String(64), nullable=False)
+    pinned_at: Mapped[datetime] = created_at()
+
+
 class TradeCursor(Base):
     """Keyset position (ts, symbol, seq) of one reader per (source, account)."""
 
