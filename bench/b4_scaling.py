@@ -51,7 +51,6 @@ def decisions(accounts: Sequence[str], count: int, symbols: Sequence[str]) -> li
         event_ts = start + timedelta(milliseconds=i)
         identity = {
             "account_label": account,
-            "strategy_id": STRATEGY,
             "symbol": symbol,
             "timeframe": "1Sec",
             "event_ts": event_ts,

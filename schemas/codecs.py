@@ -189,7 +189,6 @@ def encode_ta_signal_json(sig: TaSignal) -> bytes:
 def expected_decision_hash(d: AccountDecision) -> str:
     return decision_hash(
         account_label=d.account_label,
-        strategy_id=d.strategy_id,
         symbol=d.symbol,
         timeframe=d.timeframe,
         event_ts=d.event_ts,

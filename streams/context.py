@@ -139,6 +139,7 @@ class WorkerContext:
             board=self.board,
             dead_letters=self.dead_letters,
             owned_accounts=self.owned_accounts,
+            verified=self.lanes.verified,
             refresh_snapshot=self._refresh_snapshot,
         )
         self.observability = WorkerObservability(

@@ -12,7 +12,15 @@ from typing import Any, cast
 import faust
 
 from streams.compat import raw_store_items
-from streams.domain.ledger import LedgerEntry, LedgerScan, decode_entry, encode_entry, is_done
+from streams.domain.ledger import (
+    LedgerEntry,
+    LedgerScan,
+    decode_entry,
+    encode_entry,
+    is_done,
+    is_slot_key,
+    slot_key,
+)
 from streams.settings import Settings
 from tables.durable import ChangelogAcks, add_acked_table
 
@@ -44,6 +52,15 @@ class FaustLedger:
         if durable:
             await self.table.acks.wait()
 
+    def slot_owner(self, account_label: str, slot: str) -> str | None:
+        """The decision hash that took `slot` of the account, if any."""
+        raw = self.table.get(slot_key(account_label, slot).encode())
+        return bytes(raw).decode() if raw is not None else None
+
+    def take_slot(self, account_label: str, slot: str, decision_hash: str) -> None:
+        """Record the slot's decision; durable with the entry's next durable write (same scope)."""
+        self.table[slot_key(account_label, slot).encode()] = decision_hash.encode()
+
     def _raw_items(self) -> Iterator[tuple[bytes, bytes]]:
         """The active partitions' entries as stored (straight from RocksDB when it is used)."""
         raw = raw_store_items(self.table)
@@ -58,6 +75,8 @@ class FaustLedger:
         """
         scan = LedgerScan()
         for key, raw in self._raw_items():
+            if is_slot_key(key):
+                continue
             label = bytes(key).split(b"|", 1)[0].decode()
             scan.sizes[label] = scan.sizes.get(label, 0) + 1
             if not is_done(raw):

@@ -61,7 +61,6 @@ def build_decision(
     return AccountDecision(
         decision_hash=decision_hash(
             account_label=account_label,
-            strategy_id=intent.strategy_id,
             symbol=intent.symbol,
             timeframe=intent.horizon,
             event_ts=intent.event_ts,

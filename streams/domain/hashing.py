@@ -12,7 +12,6 @@ from schemas.common import iso_millis
 def decision_hash(
     *,
     account_label: str,
-    strategy_id: str,
     symbol: str,
     timeframe: str,
     event_ts: datetime,
@@ -20,13 +19,14 @@ def decision_hash(
 ) -> str:
     """sha256 hex over canonical JSON of the decision's identity, and nothing else.
 
-    Sizing, telemetry and strategy params are deliberately excluded: a replay after equity
-    changed must produce the same hash. The account is always inside, so the hash (and the
-    client order id) is unique across accounts.
+    The identity is the aggregated intent's: account, symbol, timeframe, signal event time and
+    action. The winning strategy is deliberately excluded (it depends on runtime state: circuit
+    breakers, the legacy fallback), and so are sizing, telemetry and params: a signal re-evaluated
+    after a crash, on another worker or after equity changed gives the same hash. The account is
+    always inside, so the hash (and the client order id) is unique across accounts.
     """
     identity = {
         "account_label": account_label,
-        "strategy_id": strategy_id,
         "symbol": symbol,
         "timeframe": timeframe,
         "event_ts": iso_millis(event_ts),

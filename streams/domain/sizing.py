@@ -201,11 +201,10 @@ def _exposure_reasons(
         power = snapshot.crypto_buying_power if plan.crypto else snapshot.buying_power
         if plan.notional > power:
             reasons.append("insufficient_buying_power")
-    pct = (
-        Decimal(str(decision.max_position_pct_equity))
-        if decision.max_position_pct_equity is not None
-        else limits.max_position_pct_equity
-    )
+    # A strategy may tighten the operator's cap, never raise it.
+    pct = limits.max_position_pct_equity
+    if decision.max_position_pct_equity is not None:
+        pct = min(pct, Decimal(str(decision.max_position_pct_equity)))
     signed = plan.notional if plan.side is Action.buy else -plan.notional
     exposure_after = abs(held.market_value + signed)
     grows = exposure_after > abs(held.market_value)

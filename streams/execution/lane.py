@@ -26,7 +26,14 @@ from schemas.control import ControlCommand
 from schemas.decision import AccountDecision
 from streams.broker.errors import BrokerError, ErrorClass
 from streams.domain.accounts import Account
-from streams.domain.ledger import LedgerEntry, LedgerState, Step, ledger_key, received
+from streams.domain.ledger import (
+    LedgerEntry,
+    LedgerState,
+    Step,
+    ledger_key,
+    received,
+    signal_slot,
+)
 from streams.domain.risk import (
     STALE,
     FlagView,
@@ -38,11 +45,14 @@ from streams.domain.risk import (
 )
 from streams.domain.sizing import AccountSnapshot, OrderPlan, size_order
 from streams.execution.crash import CrashPoints
+from streams.observability.metrics import SLOT_CONFLICTS
 from streams.observability.status import LaneStatus
 
 log = logging.getLogger(__name__)
 
 UNAUTHORIZED = "broker_unauthorized"
+DUPLICATE_SIGNAL_DECISION = "duplicate_signal_decision"
+ACCOUNT_MISMATCH = "account_mismatch"
 MAX_STEPS = 8  # a pass makes at most plan, persist, submit, persist: bounded by construction
 SNAPSHOT_MAX_AGE = timedelta(minutes=15)  # older than this, refresh before sizing
 # Definitive answers about one order: the decision is rejected with the broker's code.
@@ -68,6 +78,10 @@ class Ledger(Protocol):
 
     async def put(self, entry: LedgerEntry, *, durable: bool = True) -> None: ...
 
+    def slot_owner(self, account_label: str, slot: str) -> str | None: ...
+
+    def take_slot(self, account_label: str, slot: str, decision_hash: str) -> None: ...
+
 
 class OrderIndex(Protocol):
     def remember(
@@ -85,6 +99,10 @@ class Sink(Protocol):
     async def snapshot(
         self, snapshot: AccountSnapshot, positions: list[dict[str, Any]]
     ) -> None: ...
+
+    async def pin_account(self, account_label: str, account_number: str) -> str:
+        """Record `account_number` for the label unless one is recorded; the recorded one."""
+        ...
 
 
 def utc_now() -> datetime:
@@ -141,6 +159,10 @@ class Lane:
     circuit: Backoff = field(default_factory=lambda: Backoff(1.0, 60.0))
     auth: Backoff = field(default_factory=lambda: Backoff(5.0, 300.0))
     parked: dict[str, datetime] = field(default_factory=dict)  # decision_hash → retry_at
+    # The broker account number these keys reach, once checked against the label's pin.
+    verified_account: str | None = None
+    mismatch: str | None = None  # why the lane is stopped: its keys reach another account
+    last_order_sent: datetime | None = None  # a snapshot requested before it lacks the order
 
     @property
     def label(self) -> str:
@@ -155,12 +177,16 @@ class Lane:
         self.status.record_decision(decision.decision_hash)
         key = ledger_key(self.label, decision.decision_hash)
         entry = self.env.ledger.get(key)
+        refused: list[str] = []
         if entry is None:
             self.env.crash.point("before_ledger_write")
             # Not written: no side effect comes before `planned`, and every way out of the plan
             # step (planned, rejected, parked) writes the entry itself.
             entry = received(decision, self.env.clock())
+            refused = self._claim_slot(decision)
         try:
+            if refused:
+                entry = await self._reject(entry, refused)
             entry = await self._drive(entry, started)
         except Exception as exc:  # noqa: BLE001 - a poison decision must not stop the lane
             entry = await self._internal_error(entry, exc)
@@ -170,6 +196,47 @@ class Lane:
         if entry.state is LedgerState.submitted:
             self.env.crash.point("before_commit")  # done, but the offset is not committed yet
         return entry
+
+    def _claim_slot(self, decision: AccountDecision) -> list[str]:
+        """One decision per (account, symbol, timeframe, signal event time): the first one seen
+        takes the slot; another one for the same slot is refused (and counted)."""
+        slot = signal_slot(decision)
+        owner = self.env.ledger.slot_owner(self.label, slot)
+        if owner is None:
+            self.env.ledger.take_slot(self.label, slot, decision.decision_hash)
+            return []
+        if owner == decision.decision_hash:
+            return []
+        SLOT_CONFLICTS.labels(account=self.label).inc()
+        log.warning(
+            "a second decision for the same signal refused",
+            extra={
+                "account": self.label,
+                "decision_hash": decision.decision_hash,
+                "slot_owner": owner,
+                "symbol": decision.symbol,
+            },
+        )
+        return [DUPLICATE_SIGNAL_DECISION]
+
+    async def _check_account(self, entry: LedgerEntry) -> LedgerEntry | None:
+        """None when the lane's keys are known to reach the broker account its label is pinned
+        to; otherwise what becomes of the entry instead (nothing is sent or looked up)."""
+        if self.verified_account is None and self.mismatch is None:
+            try:
+                await self.refresh_snapshot()  # checks the pin on the way
+            except BrokerError as exc:
+                if entry.state is LedgerState.submitting:
+                    self._note_failure(exc)
+                    return await self._park(entry, f"account check failed: {exc.kind}")
+                return await self._broker_refused(entry, exc)
+        if self.mismatch is not None:
+            if entry.state is LedgerState.submitting:
+                return await self._park(entry, ACCOUNT_MISMATCH)  # it may exist at the pinned one
+            return await self._reject(entry, [ACCOUNT_MISMATCH])
+        if self.verified_account is None:
+            return await self._park(entry, "account pin not verified yet (database unavailable)")
+        return None
 
     async def _drive(self, entry: LedgerEntry, started: float) -> LedgerEntry:
         for _ in range(MAX_STEPS):
@@ -215,6 +282,9 @@ class Lane:
             return await self._reject(entry, gate)
         if self.circuit.active(now):
             return await self._park(entry, "lane backing off after broker errors")
+        instead = await self._check_account(entry)
+        if instead is not None:
+            return instead
         try:
             snapshot = await self._current_snapshot(now)
         except BrokerError as exc:
@@ -257,6 +327,9 @@ class Lane:
             return await self._reject(entry, [UNAUTHORIZED])
         if self.circuit.active(now):
             return await self._park(entry, "lane backing off after broker errors")
+        instead = await self._check_account(entry)
+        if instead is not None:
+            return instead
         return await self._send(entry.submitting(now), started)
 
     async def _resolve(self, entry: LedgerEntry, started: float) -> LedgerEntry:
@@ -264,6 +337,9 @@ class Lane:
         now = self.env.clock()
         if self.auth.active(now) or self.circuit.active(now):
             return await self._park(entry, "lane backing off; order outcome unknown")
+        instead = await self._check_account(entry)
+        if instead is not None:
+            return instead  # never looked up (or sent) at an account the label is not pinned to
         try:
             order = await self.broker.order_by_client_id(entry.decision_hash)
         except BrokerError as exc:
@@ -281,6 +357,7 @@ class Lane:
         assert plan is not None
         self.env.index.remember(self.label, client_order_id=plan.client_order_id)
         await self.env.ledger.put(submitting)  # durable before the POST (and the index with it)
+        self.last_order_sent = self.env.clock()
         try:
             order = await self.broker.submit_order(plan)
         except BrokerError as exc:
@@ -420,7 +497,11 @@ class Lane:
         return self.snapshot
 
     async def refresh_snapshot(self) -> AccountSnapshot:
-        """GET account and positions; the snapshot sizing reads. Raises BrokerError."""
+        """GET account and positions; the snapshot sizing reads. Raises BrokerError.
+
+        Also checks the label's pin. A snapshot requested before the lane's last order was sent
+        may not hold that order: it never replaces the snapshot that has its reservation."""
+        requested = self.env.clock()
         try:
             account = await self.broker.account()
             positions = await self.broker.positions()
@@ -428,13 +509,49 @@ class Lane:
             self._note_failure(exc)
             raise
         self._note_ok()
+        await self._pin(str(account.get("account_number") or ""))
         snapshot = AccountSnapshot.from_alpaca(self.label, account, positions, self.env.clock())
+        sent = self.last_order_sent
+        if self.snapshot is not None and sent is not None and requested <= sent:
+            return self.snapshot  # older than the last order: keep the reservation
         self.snapshot = snapshot
         try:
             await self.env.sink.snapshot(snapshot, positions)
         except Exception as exc:  # noqa: BLE001 - a reporting row; sizing already has it
             log.warning("position snapshot not stored: %s", type(exc).__name__)
         return snapshot
+
+    async def _pin(self, number: str) -> None:
+        """The first account number seen for a label is recorded (Postgres); keys that reach
+        another account stop the lane: it refuses every decision, says why, and is down."""
+        if self.mismatch is not None:
+            return
+        if self.verified_account is not None:
+            if number != self.verified_account:
+                self._stop_mismatched(self.verified_account, number)
+            return
+        if not number:
+            self._stop_mismatched("(pinned)", "an account without an account number")
+            return
+        try:
+            pinned = await self.env.sink.pin_account(self.label, number)
+        except Exception as exc:  # noqa: BLE001 - not verified yet; orders wait (parked)
+            log.warning(
+                "account pin not checked: %s", type(exc).__name__, extra={"account": self.label}
+            )
+            return
+        if pinned != number:
+            self._stop_mismatched(pinned, number)
+        else:
+            self.verified_account = number
+
+    def _stop_mismatched(self, pinned: str, found: str) -> None:
+        self.mismatch = (
+            f"label {self.label!r} is pinned to broker account {pinned} but its keys reach "
+            f"{found}: the lane is stopped; fix the keys or the label"
+        )
+        self.status.mark_down(f"{ACCOUNT_MISMATCH}: {self.mismatch}")
+        log.error("%s: %s", ACCOUNT_MISMATCH, self.mismatch, extra={"account": self.label})
 
     async def cancel_open_orders(self, why: str) -> int:
         """Kill switch engaged with cancellation: cancel every open order of this account once."""

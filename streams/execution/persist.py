@@ -105,6 +105,10 @@ class LaneSink:
             )
         )
 
+    async def pin_account(self, account_label: str, account_number: str) -> str:
+        repo = await self._repos.get()
+        return await repo.pin_account(account_label, account_number)
+
     async def close(self) -> None:
         await self._repos.close()
 

@@ -96,6 +96,11 @@ class LaneService:
     def lane(self, account_label: str) -> Lane | None:
         return self.lanes.get(account_label)
 
+    def verified(self, account_label: str) -> bool:
+        """Whether the lane's keys were checked against the label's pinned broker account."""
+        lane = self.lanes.get(account_label)
+        return lane is not None and lane.verified_account is not None and lane.mismatch is None
+
     # ---- the lanes agent
     async def handle(self, decision: AccountDecision, consumed_at: float) -> LedgerEntry | None:
         """One decision (new, redelivered or re-driven) for its lane; None if there is no lane."""
@@ -126,6 +131,9 @@ class LaneService:
         now = self.clock()
         for label, lane in self.lanes.items():
             lane.parked.clear()
+            # A lane that (re)gains ownership sizes from a fresh snapshot: orders placed while
+            # another worker ran it are not in the one this worker kept.
+            lane.snapshot = None
             lane.status.set_ledger_size(scan.sizes.get(label, 0))
         resumed = 0
         for entry in scan.unfinished:

@@ -46,6 +46,12 @@ LANE_REJECTIONS = Counter(
     "Decisions a lane rejected before submission, by reason.",
     ["account", "reason"],
 )
+SLOT_CONFLICTS = Counter(
+    "torghut_decision_slot_conflicts_total",
+    "Decisions refused because another decision already took the same (account, symbol, "
+    "timeframe, signal event time).",
+    ["account"],
+)
 LANE_UP = Gauge(
     "torghut_lane_up", "1 when the lane runs on this worker (exported by its owner).", ["account"]
 )

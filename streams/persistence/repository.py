@@ -385,6 +385,18 @@ ON CONFLICT (id) DO UPDATE SET
 # ---------------------------------------------------------------------------------------------
 
 
+_PIN_ACCOUNT_SQL = """
+WITH ins AS (
+    INSERT INTO account_pins (account_label, broker_account_number) VALUES ($1::text, $2::text)
+    ON CONFLICT (account_label) DO NOTHING
+    RETURNING broker_account_number
+)
+SELECT broker_account_number FROM ins
+UNION ALL
+SELECT broker_account_number FROM account_pins WHERE account_label = $1::text
+LIMIT 1"""
+
+
 class Repository:
     """Account-scoped persistence over an asyncpg pool. One instance per worker process."""
 
@@ -402,6 +414,11 @@ class Repository:
             reset=_keep_session,
         )
         return cls(pool)
+
+    async def pin_account(self, account_label: str, account_number: str) -> str:
+        """The broker account number pinned to the label: `account_number` if none was."""
+        pinned = await self._pool.fetchval(_PIN_ACCOUNT_SQL, account_label, account_number)
+        return str(pinned)
 
     async def close(self) -> None:
         """Close the pool (waits for connections in use to be released)."""

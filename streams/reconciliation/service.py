@@ -51,6 +51,7 @@ class ReconciliationService:
         board: StatusBoard,
         dead_letters: DeadLetters,
         owned_accounts: Callable[[], Sequence[str]],
+        verified: Callable[[str], bool] = lambda label: True,
         refresh_snapshot: Callable[[str], Any] | None = None,
     ) -> None:
         self.settings = settings
@@ -60,14 +61,16 @@ class ReconciliationService:
         self._board = board
         self._dead_letters = dead_letters
         self._owned = owned_accounts
+        self._verified = verified
         self._refresh_snapshot = refresh_snapshot
         self._reconciler: Reconciler | None = None
         self._lock = asyncio.Lock()
 
     def broker_orders_for(self, label: str) -> BrokerOrders | None:
-        """The account's shared broker client (one request budget with its lane)."""
+        """The account's shared broker client (one request budget with its lane); None until its
+        lane checked that the keys reach the account the label is pinned to."""
         account = self.registry.get(label)
-        if account is None or not account.enabled:
+        if account is None or not account.enabled or not self._verified(label):
             return None
         return self._brokers.for_account(account)
 

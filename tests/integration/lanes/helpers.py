@@ -104,7 +104,6 @@ def decision(
     event_ts = datetime.now(UTC) - age + timedelta(milliseconds=next(_seq))
     identity = {
         "account_label": account,
-        "strategy_id": "lanes-test",
         "symbol": symbol,
         "timeframe": "1Sec",
         "event_ts": event_ts,

@@ -7,11 +7,12 @@ simulator over HTTP and websockets, the forwarder in the test's event loop.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -139,18 +140,22 @@ async def forwarder(e2e: Stack) -> AsyncIterator[TradeUpdatesForwarder]:
     await asyncio.wait_for(task, 15)
 
 
+_event_ms = itertools.count()
+
+
 def decision(label: str, symbol: str, notional: str) -> AccountDecision:
     now = datetime.now(UTC)
     fields: dict[str, Any] = {
         "account_label": label,
-        "strategy_id": f"e2e-{unique('s')}",
         "symbol": symbol,
         "timeframe": "1Sec",
-        "event_ts": now,
+        # A distinct event time per decision: the identity (and hash) has no strategy in it.
+        "event_ts": now + timedelta(milliseconds=next(_event_ms)),
         "action": "buy",
     }
     return AccountDecision(
         decision_hash=decision_hash(**fields),
+        strategy_id=f"e2e-{unique('s')}",
         notional=Decimal(notional),
         price=PRICES[symbol],
         confidence=0.9,

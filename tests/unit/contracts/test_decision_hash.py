@@ -21,7 +21,6 @@ from tests.unit.contracts.strategies import labels, millis_datetimes
 identities = st.fixed_dictionaries(
     {
         "account_label": labels,
-        "strategy_id": st.text(min_size=1, max_size=20),
         "symbol": st.sampled_from(["AAPL", "BTC/USD", "NVDA"]),
         "timeframe": st.sampled_from(["1Sec", "1Min"]),
         "event_ts": millis_datetimes,
@@ -32,7 +31,6 @@ identities = st.fixed_dictionaries(
 # Computed once by hand from the definition (sha256 of sorted, compact JSON, ms UTC time):
 FIXED_IDENTITY = {
     "account_label": "paper",
-    "strategy_id": "legacy-macd-rsi",
     "symbol": "AAPL",
     "timeframe": "1Sec",
     "event_ts": datetime(2026, 1, 5, 15, 0, 1, 250000, tzinfo=UTC),
@@ -40,11 +38,11 @@ FIXED_IDENTITY = {
 }
 FIXED_CANONICAL = (
     '{"account_label":"paper","action":"buy","event_ts":"2026-01-05T15:00:01.250Z",'
-    '"strategy_id":"legacy-macd-rsi","symbol":"AAPL","timeframe":"1Sec"}'
+    '"symbol":"AAPL","timeframe":"1Sec"}'
 )
 
 
-FIXED_HASH = "c5bb4babe074cd624d6f8a7db0ac20635dbb7396db20da08e2b23e2c43dbb81c"
+FIXED_HASH = "e5c04aa85857f3cc9ebfa0868d8f5f8af39165f5acca9d95c4c2c9753a0517d7"
 
 
 def test_definition_matches_design() -> None:
@@ -90,6 +88,7 @@ def test_naive_time_is_utc_and_sub_millisecond_digits_are_ignored() -> None:
 def make_decision(**changes: Any) -> AccountDecision:
     fields: dict[str, Any] = {
         **FIXED_IDENTITY,
+        "strategy_id": "legacy-macd-rsi",
         "notional": Decimal("1000"),
         "confidence": 0.7,
         "emitted_at": datetime(2026, 1, 5, 15, 0, 2, tzinfo=UTC),
@@ -104,6 +103,15 @@ def test_sizing_telemetry_and_params_do_not_change_the_hash() -> None:
     a = make_decision()
     b = make_decision(notional=Decimal("2500.5"), confidence=0.1, telemetry={"params": {"x": 1}})
     assert a.decision_hash == b.decision_hash == expected_decision_hash(a)
+
+
+def test_the_winning_strategy_does_not_change_the_hash() -> None:
+    """A signal re-evaluated with another circuit-breaker state or the legacy fallback can win
+    with another strategy: it must still be the same decision (the same client order id)."""
+    a = make_decision(strategy_id="macd-rsi-momentum", source_strategy_ids=("macd-rsi-momentum",))
+    b = make_decision(strategy_id="legacy-macd-rsi", source_strategy_ids=())
+    assert a.decision_hash == b.decision_hash == expected_decision_hash(b)
+    assert make_decision(action="sell").decision_hash != a.decision_hash
 
 
 def test_decision_round_trip_is_compact_json() -> None:

@@ -52,7 +52,6 @@ def make_decision(
 ) -> AccountDecision:
     identity = {
         "account_label": account,
-        "strategy_id": strategy,
         "symbol": symbol,
         "timeframe": "1Sec",
         "event_ts": event_ts,
@@ -120,6 +119,7 @@ class Journal:
 class MemoryLedger:
     def __init__(self, journal: Journal) -> None:
         self.rows: dict[str, LedgerEntry] = {}
+        self.slots: dict[tuple[str, str], str] = {}
         self.journal = journal
 
     def get(self, key: str) -> LedgerEntry | None:
@@ -129,6 +129,12 @@ class MemoryLedger:
         self.rows[entry.key] = entry
         if durable:
             self.journal.events.append(f"ledger:{entry.state.value}")
+
+    def slot_owner(self, account_label: str, slot: str) -> str | None:
+        return self.slots.get((account_label, slot))
+
+    def take_slot(self, account_label: str, slot: str, decision_hash: str) -> None:
+        self.slots[(account_label, slot)] = decision_hash
 
 
 class MemoryIndex:
@@ -151,6 +157,7 @@ class MemorySink:
     def __init__(self, journal: Journal) -> None:
         self.rows: list[tuple[str, str]] = []
         self.snapshots: list[AccountSnapshot] = []
+        self.pins: dict[str, str] = {}
         self.fail: dict[str, int] = {}  # state (or "*") -> how many writes fail
         self.journal = journal
 
@@ -164,6 +171,12 @@ class MemorySink:
 
     async def snapshot(self, snap: AccountSnapshot, positions: list[dict[str, Any]]) -> None:
         self.snapshots.append(snap)
+
+    async def pin_account(self, account_label: str, account_number: str) -> str:
+        if self.fail.get("pin"):
+            self.fail["pin"] -= 1
+            raise ConnectionError("database down")
+        return self.pins.setdefault(account_label, account_number)
 
 
 Outcome = dict[str, Any] | BaseException | None
@@ -182,6 +195,7 @@ class FakeBroker:
             "equity": str(snap.equity),
             "cash": str(snap.cash),
             "buying_power": str(snap.buying_power),
+            "account_number": "PA0000000001",
         }
 
     def then(self, call: str, *outcomes: Callable[[], Outcome]) -> FakeBroker:

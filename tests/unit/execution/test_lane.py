@@ -194,3 +194,97 @@ async def test_disabled_strategy_and_cancel_on_request(tmp_path: Path) -> None:
     assert entry.reasons == ("strategy_disabled",)
     assert await r.lane.cancel_open_orders("drill") == 1
     assert r.broker.calls == ["cancel"]
+
+
+# ---------------------------------------------------------------- one decision per signal slot
+
+
+async def test_a_second_different_decision_for_the_same_signal_is_refused(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    buy = make_decision(action="buy", strategy="momentum")
+    first = await r.lane.handle(buy)
+    assert first.state is LedgerState.submitted
+    # The same signal re-evaluated elsewhere (another circuit state): another winner, same
+    # decision — the same hash, so nothing new.
+    again = await r.lane.handle(make_decision(action="buy", strategy="legacy"))
+    assert again.decision_hash == buy.decision_hash and again.state is LedgerState.submitted
+    # A different decision for the same (account, symbol, timeframe, event time) is refused.
+    sell = make_decision(action="sell", strategy="vwap")
+    refused = await r.lane.handle(sell)
+    assert refused.state is LedgerState.rejected
+    assert refused.reasons == ("duplicate_signal_decision",)
+    assert r.journal.events.count("broker:submit") == 1
+    assert (sell.decision_hash, "rejected") in r.sink.rows  # recorded, not dropped
+    # Another signal time for the same symbol is a new slot.
+    later = make_decision(action="sell", event_ts=buy.event_ts + timedelta(seconds=1))
+    assert (await r.lane.handle(later)).reasons != ("duplicate_signal_decision",)
+
+
+async def test_slots_are_per_account(tmp_path: Path) -> None:
+    alpha, beta = rig(tmp_path / "a", label="alpha"), rig(tmp_path / "b", label="beta")
+    await alpha.lane.handle(make_decision(account="alpha", action="buy"))
+    entry = await beta.lane.handle(make_decision(account="beta", action="sell", holdings=None))
+    assert entry.reasons != ("duplicate_signal_decision",)
+
+
+# ---------------------------------------------------------------- label pinned to its account
+
+
+async def test_keys_of_another_account_stop_the_lane(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    r.lane.status.configure(enabled=True)
+    r.sink.pins["alpha"] = "PA9999999999"  # alpha first traded at another broker account
+    entry = await r.lane.handle(make_decision())
+    assert entry.state is LedgerState.rejected and entry.reasons == ("account_mismatch",)
+    assert "submit" not in r.broker.calls and "lookup" not in r.broker.calls
+    assert not r.lane.status.up and r.lane.status.problems() == ["lane_down"]
+    assert "account_mismatch" in (r.lane.status.down_reason or "")
+    later = await r.lane.handle(make_decision(event_ts=make_decision().event_ts + timedelta(1)))
+    assert later.reasons == ("account_mismatch",)
+    assert r.broker.calls.count("account") == 1  # stopped: no more broker calls to check
+
+
+async def test_a_submitting_entry_is_not_looked_up_at_another_account(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    d = make_decision()
+    r.broker.then("submit", timeout)  # POST outcome unknown: the entry stays `submitting`
+    r.broker.then("lookup", lambda: None)
+    parked = await r.lane.handle(d)
+    assert parked.state is LedgerState.submitting
+    lookups = r.broker.calls.count("lookup")
+    # The process restarts with keys of another account under the same label.
+    r.lane.verified_account = None
+    r.sink.pins["alpha"] = "PA9999999999"
+    r.clock.advance(120)
+    again = await r.lane.handle(d)
+    assert again.state is LedgerState.submitting and again.retry_at is not None
+    assert r.broker.calls.count("lookup") == lookups and r.broker.calls.count("submit") == 1
+
+
+async def test_first_use_pins_the_label_and_a_database_outage_parks(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    r.sink.fail["pin"] = 1
+    parked = await r.lane.handle(make_decision())
+    assert parked.retry_at is not None and "submit" not in r.broker.calls
+    r.clock.advance(120)
+    done = await r.lane.handle(make_decision())
+    assert done.state is LedgerState.submitted
+    assert r.sink.pins == {"alpha": "PA0000000001"}
+
+
+# ---------------------------------------------------------------- fresh positions
+
+
+async def test_a_refresh_requested_before_an_order_keeps_its_reservation(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    await r.lane.handle(make_decision(notional="1000"))
+    reserved = r.lane.snapshot
+    assert reserved is not None and reserved.buying_power < 100000
+    # A refresh whose request predates the last order: the broker's answer may lack it.
+    assert r.lane.last_order_sent is not None
+    r.lane.last_order_sent = r.clock.now + timedelta(seconds=5)
+    kept = await r.lane.refresh_snapshot()
+    assert kept is reserved and r.lane.snapshot is reserved
+    r.clock.advance(10)
+    fresh = await r.lane.refresh_snapshot()
+    assert fresh is not reserved and r.lane.snapshot is fresh

@@ -24,6 +24,7 @@ from tests.unit.execution.fakes import (
     account,
     flags,
     make_decision,
+    snapshot,
 )
 
 
@@ -74,6 +75,14 @@ def test_resume_re_drives_only_unfinished_entries(tmp_path: Path) -> None:
     assert svc.lanes["alpha"].status.ledger_size == 2
     assert [d.decision_hash for d in svc.due_retries()] == [pending.decision_hash]
     assert svc.due_retries() == []  # held back until it is re-driven or the hold expires
+
+
+def test_a_rebalance_makes_every_lane_size_from_a_fresh_snapshot(tmp_path: Path) -> None:
+    svc, _, _, _ = service(tmp_path)
+    lane = svc.lanes["alpha"]
+    lane.snapshot = snapshot()  # kept from when this worker ran the lane before
+    svc.resume(LedgerScan())
+    assert lane.snapshot is None  # refreshed from the broker before the next sizing
 
 
 def test_kill_switch_engage_cancels_open_orders_once(tmp_path: Path) -> None:

@@ -133,3 +133,13 @@ def test_kill_switch_sources_and_fail_safe() -> None:
 def test_live_lane_needs_permission_and_flags() -> None:
     assert control_reasons(policy(), lane(live=True), "AAPL") == ["live_trading_disabled"]
     assert control_reasons(policy(TRADING_LIVE_ENABLED="true"), lane(live=True), "AAPL") == []
+
+
+def test_a_strategy_can_tighten_the_position_cap_but_never_raise_it() -> None:
+    snap = snapshot(equity="10000", holdings={"AAPL": ("5", "500")})
+    # 500 held + 1000 = 15% of equity: within the operator's 25%.
+    assert size_order(make_decision(notional="1000"), snap, LIMITS).plan is not None
+    raised = make_decision(notional="2100", max_position_pct_equity=0.9)  # 26% > the cap
+    assert "max_position_pct_exceeded" in size_order(raised, snap, LIMITS).reasons
+    tightened = make_decision(notional="1000", max_position_pct_equity=0.1)  # 15% > 10%
+    assert "max_position_pct_exceeded" in size_order(tightened, snap, LIMITS).reasons

@@ -100,7 +100,6 @@ def test_one_decision_per_intent_and_lane_with_the_account_in_the_hash() -> None
     assert a.decision_hash != b.decision_hash
     assert b.decision_hash == decision_hash(
         account_label="paper",
-        strategy_id="mom",
         symbol="AAPL",
         timeframe="1Sec",
         event_ts=T0,
