@@ -22,6 +22,7 @@ from alpaca.trading.requests import MarketOrderRequest
 from schemas.codecs import encode_control
 from schemas.control import ControlCommand, control_key
 from simulator.testing import RunningSimulator
+from streams.domain.hashing import decision_hash
 from tests.integration.lanes.helpers import (
     ack_latencies_ms,
     broker_orders,
@@ -293,3 +294,32 @@ def test_consume_to_ack_latency(world: World) -> None:
         f"min {quick[0]:.1f} ms, max {quick[-1]:.1f} ms (max includes fault retries)"
     )
     assert p50 < 1000
+
+
+async def test_a_signal_re_evaluated_with_another_winner_gives_one_order(world: World) -> None:
+    """Issue 16: the winning strategy depends on runtime state (circuit breakers, the legacy
+    fallback). The same signal re-evaluated on another worker must not make a second order."""
+    first = decision("alpha", "MSFT")
+    fallback = first.model_copy(
+        update={"strategy_id": "legacy-macd-rsi", "source_strategy_ids": ()}
+    )
+    assert fallback.decision_hash == first.decision_hash  # the same decision
+    opposite = decision("alpha", "MSFT", action="sell")
+    opposite = opposite.model_copy(
+        update={
+            "event_ts": first.event_ts,
+            "decision_hash": decision_hash(
+                account_label="alpha",
+                symbol="MSFT",
+                timeframe="1Sec",
+                event_ts=first.event_ts,
+                action="sell",
+            ),
+        }
+    )
+    await send(world.stack, world.env, first, fallback, opposite)
+    await wait_executed(world.dsn, first)
+    row = await wait_status(world.dsn, opposite, "rejected")
+    assert reasons(row) == ["duplicate_signal_decision"]
+    assert len(broker_orders(world.sim, first)) == 1
+    assert broker_orders(world.sim, opposite) == []
