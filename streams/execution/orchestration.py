@@ -128,7 +128,10 @@ class LanesRunner:
             await self._dead_letters.event(event, read.error.reason, read.error)
             return
         if self.service.lane(decision.account_label) is None:
-            await self._dead_letters.event(event, "account_not_enabled", decision.account_label)
+            # Never a row or an order under a label the registry does not know.
+            known = decision.account_label in self.service.known_accounts
+            reason = "account_not_enabled" if known else "unknown_account"
+            await self._dead_letters.event(event, reason, decision.account_label)
             return
         try:
             await self.service.handle(decision, read.consumed_at)

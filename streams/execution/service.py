@@ -82,6 +82,7 @@ class LaneService:
             clock=clock,
             ta_blocks_orders=ta_blocks_orders,
         )
+        self.known_accounts = frozenset(registry.labels)  # enabled or not
         self.lanes: dict[str, Lane] = {}
         for account in registry.enabled():
             status = board.lane(account.label)

@@ -139,7 +139,7 @@ def test_every_record_is_taken_or_dead_lettered(tmp_path: Path, raw: bytes) -> N
     decision = decode_decision(raw)
     if decision.account_label not in LABELS:
         (letter,) = [decode_dead_letter(v) for v in rig.dlq.sent]
-        assert letter.reason == "account_not_enabled" and not any(orders.values())
+        assert letter.reason == "unknown_account" and not any(orders.values())
         return
     assert rig.dlq.sent == []
     entry = rig.ledger.get(ledger_key(decision.account_label, decision.decision_hash))
@@ -160,6 +160,16 @@ def test_a_valid_decision_reaches_its_own_broker_only(tmp_path: Path) -> None:
         decision.decision_hash
     ]
     assert rig.brokers["alpha"].orders == {}
+
+
+def test_unknown_and_disabled_accounts_are_told_apart(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.service.known_accounts = frozenset({*LABELS, "gamma"})  # gamma: configured, disabled
+    for label in ("gamma", "ho-ghost"):
+        raw = encode_decision(make_decision(account=label))
+        asyncio.run(rig.runner.take(ReadDecision.of(Event(raw))))  # type: ignore[arg-type]
+    reasons = [decode_dead_letter(v).reason for v in rig.dlq.sent]
+    assert reasons == ["account_not_enabled", "unknown_account"]
 
 
 def test_a_forged_hash_is_dead_lettered(tmp_path: Path) -> None:
