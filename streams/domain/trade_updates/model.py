@@ -1,6 +1,6 @@
 """`TradeUpdate`: one broker trade update, normalised from v1 or v2 and attributed to an account.
 
-It is also the record of the re-keyed topic (`streams.topics.account_updates_topic`, key
+It is also the record of the re-keyed topic (`Topics.account_updates` in `streams.topics`, key
 `account_label`), next to `ReconcileRequest` (a forwarder reconnected: reconcile that account).
 """
 
