@@ -112,7 +112,7 @@ class WorkerContext:
             repository=self.repositories.get,
             enabled_accounts=enabled,
         )
-        self.ledger = FaustLedger(tables.ledger)
+        self.ledger = FaustLedger(tables.ledger, tables.ledger_slots)
         self.order_index = FaustOrderIndex(tables.order_index)
         self.signal_pipeline = self._signal_pipeline()
         self.lanes = self._lane_service()

@@ -16,7 +16,7 @@ from streams.settings import Settings, SignalSource
 from tables.clickhouse_cursor import declare_clickhouse_cursor
 from tables.durable import ChangelogAcks
 from tables.lane_cursors import declare_lane_cursors
-from tables.ledger import declare_ledger
+from tables.ledger import declare_ledger, declare_slots
 from tables.order_index import declare_order_index
 from tables.signal_watermarks import declare_watermarks
 
@@ -26,6 +26,7 @@ class Tables:
     acks: ChangelogAcks  # pending changelog writes of the acked tables (ledger, cursors, index)
     watermarks: WatermarkTracker  # signal-watermarks, fronted by its in-memory tracker
     ledger: Any
+    ledger_slots: Any  # one decision per account signal slot
     lane_cursors: Any
     order_index: Any
     clickhouse_cursor: Any | None  # only with TRADING_SIGNAL_SOURCE=clickhouse
@@ -41,6 +42,9 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
     )
     lane_cursors = declare_lane_cursors(app, settings, acks)
     ledger = declare_ledger(app, settings, acks)
+    ledger_slots = declare_slots(app, settings, acks)
     order_index = declare_order_index(app, settings, acks)
     watermarks = declare_watermarks(app, settings)
-    return Tables(acks, watermarks, ledger, lane_cursors, order_index, clickhouse_cursor)
+    return Tables(
+        acks, watermarks, ledger, ledger_slots, lane_cursors, order_index, clickhouse_cursor
+    )

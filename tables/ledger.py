@@ -18,11 +18,22 @@ from streams.domain.ledger import (
     decode_entry,
     encode_entry,
     is_done,
-    is_slot_key,
     slot_key,
 )
 from streams.settings import Settings
 from tables.durable import ChangelogAcks, add_acked_table
+
+
+def declare_slots(app: faust.App, settings: Settings, acks: ChangelogAcks) -> Any:
+    return add_acked_table(
+        app,
+        acks,
+        name="lane-slots",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.topic_partitions,
+        help="Signal slots: account_label|symbol|timeframe|event time -> the decision taking it.",
+    )
 
 
 def declare_ledger(app: faust.App, settings: Settings, acks: ChangelogAcks) -> Any:
@@ -40,8 +51,9 @@ def declare_ledger(app: faust.App, settings: Settings, acks: ChangelogAcks) -> A
 class FaustLedger:
     """The lane's `Ledger` over the table; writes are made inside the lanes agent."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, slots: Any) -> None:
         self.table = table
+        self.slots = slots  # written with the entries, in the same decision's event and scope
 
     def get(self, key: str) -> LedgerEntry | None:
         raw = self.table.get(key.encode())
@@ -54,12 +66,12 @@ class FaustLedger:
 
     def slot_owner(self, account_label: str, slot: str) -> str | None:
         """The decision hash that took `slot` of the account, if any."""
-        raw = self.table.get(slot_key(account_label, slot).encode())
+        raw = self.slots.get(slot_key(account_label, slot).encode())
         return bytes(raw).decode() if raw is not None else None
 
     def take_slot(self, account_label: str, slot: str, decision_hash: str) -> None:
         """Record the slot's decision; durable with the entry's next durable write (same scope)."""
-        self.table[slot_key(account_label, slot).encode()] = decision_hash.encode()
+        self.slots[slot_key(account_label, slot).encode()] = decision_hash.encode()
 
     def _raw_items(self) -> Iterator[tuple[bytes, bytes]]:
         """The active partitions' entries as stored (straight from RocksDB when it is used)."""
@@ -75,8 +87,6 @@ class FaustLedger:
         """
         scan = LedgerScan()
         for key, raw in self._raw_items():
-            if is_slot_key(key):
-                continue
             label = bytes(key).split(b"|", 1)[0].decode()
             scan.sizes[label] = scan.sizes.get(label, 0) + 1
             if not is_done(raw):

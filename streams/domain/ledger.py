@@ -67,25 +67,15 @@ def ledger_key(account_label: str, decision_hash: str) -> str:
     return f"{account_label}|{decision_hash}"
 
 
-# Slot keys share the ledger (same account partition, same changelog) under a marker that no
-# decision hash (hex) can start with; scans skip them.
-SLOT_MARK = "@"
-
-
 def slot_key(account_label: str, slot: str) -> str:
-    """The ledger key recording which decision took a signal slot of an account."""
-    return f"{account_label}|{SLOT_MARK}{slot}"
+    """The `lane-slots` key recording which decision took a signal slot of an account."""
+    return f"{account_label}|{slot}"
 
 
 def signal_slot(decision: AccountDecision) -> str:
     """At most one decision per (account, symbol, timeframe, signal event time): whatever the
     strategy runtime's state, a second, different decision for the same slot is refused."""
     return f"{decision.symbol}|{decision.timeframe}|{iso_millis(decision.event_ts)}"
-
-
-def is_slot_key(key: bytes) -> bool:
-    _, _, rest = bytes(key).partition(b"|")
-    return rest.startswith(SLOT_MARK.encode())
 
 
 class LedgerEntry(BaseModel):
