@@ -18,6 +18,7 @@ from typing import Any, cast
 import faust
 
 from streams.compat import send_changelog_acked
+from streams.settings import Settings
 
 _scope: ContextVar[list[asyncio.Future[Any]] | None] = ContextVar("changelog_scope", default=None)
 
@@ -76,3 +77,18 @@ def add_acked_table(
     table = cls(app, beacon=app.tables.beacon, **options)
     table.acks = acks
     return app.tables.add(cast(Any, table))
+
+
+def add_account_table(
+    app: faust.App, settings: Settings, acks: ChangelogAcks, name: str, help: str
+) -> Any:
+    """An acked table keyed by account-prefixed bytes, co-partitioned with the decisions."""
+    return add_acked_table(
+        app,
+        acks,
+        name=name,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.topic_partitions,
+        help=help,
+    )

@@ -12,18 +12,16 @@ import faust
 
 from streams.execution.cursor import LaneCursor, cursor_key
 from streams.settings import Settings
-from tables.durable import ChangelogAcks, add_acked_table
+from tables.durable import ChangelogAcks, add_account_table
 
 
 def declare_lane_cursors(app: faust.App, settings: Settings, acks: ChangelogAcks) -> Any:
-    return add_acked_table(
+    return add_account_table(
         app,
+        settings,
         acks,
-        name="lane-cursors",
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.topic_partitions,
-        help="Lane cursors: <source>:<label> -> last processed (event_ts, symbol, seq).",
+        "lane-cursors",
+        "Lane cursors: <source>:<label> -> last processed (event_ts, symbol, seq).",
     )
 
 

@@ -21,30 +21,26 @@ from streams.domain.ledger import (
     slot_key,
 )
 from streams.settings import Settings
-from tables.durable import ChangelogAcks, add_acked_table
+from tables.durable import ChangelogAcks, add_account_table
 
 
 def declare_slots(app: faust.App, settings: Settings, acks: ChangelogAcks) -> Any:
-    return add_acked_table(
+    return add_account_table(
         app,
+        settings,
         acks,
-        name="lane-slots",
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.topic_partitions,
-        help="Signal slots: account_label|symbol|timeframe|event time -> the decision taking it.",
+        "lane-slots",
+        "Signal slots: account_label|symbol|timeframe|event time -> the decision taking it.",
     )
 
 
 def declare_ledger(app: faust.App, settings: Settings, acks: ChangelogAcks) -> Any:
-    return add_acked_table(
+    return add_account_table(
         app,
+        settings,
         acks,
-        name="lane-ledger",
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.topic_partitions,
-        help="Decision ledger: account_label|decision_hash -> lane state (idempotency).",
+        "lane-ledger",
+        "Decision ledger: account_label|decision_hash -> lane state (idempotency).",
     )
 
 
