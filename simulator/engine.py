@@ -18,9 +18,9 @@ import heapq
 import uuid
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -39,6 +39,11 @@ MAX_AMOUNT = Decimal(10) ** 12  # keeps every quantize() within Decimal's 28-dig
 ORDER_LIST_MAX = 500
 TIME_IN_FORCE = frozenset({"day", "gtc", "opg", "cls", "ioc", "fok"})
 UNSUPPORTED_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
+PENNY = Decimal("0.01")  # equity limit prices at or above $1
+SUB_DOLLAR_TICK = Decimal("0.0001")  # below $1
+PDT_MIN_EQUITY = Decimal(25000)  # pattern-day-trader protection applies below this equity
+PDT_MAX_DAY_TRADES = 3  # a 4th day trade within the window is refused
+PDT_WINDOW_DAYS = 5  # business days
 
 # Action kinds in the queue.
 ACK = "ack"
@@ -257,6 +262,8 @@ class Engine:
         asset = self.assets.find(symbol)
         if asset is None:
             raise errors.unprocessable(f'asset "{symbol}" not found')
+        if acct.suspend_trade:
+            raise errors.forbidden("new orders are refused: trading is suspended (suspend_trade)")
         if asset.is_crypto and tif not in ("gtc", "ioc"):
             raise errors.unprocessable(f"invalid crypto time_in_force: {tif}")
         if tif in ("opg", "cls"):
@@ -287,6 +294,13 @@ class Engine:
                 raise errors.invalid("limit_price is required and must be > 0 for limit orders")
         elif limit_price is not None:
             raise errors.invalid("limit_price is only valid for limit orders")
+        if limit_price is not None and not asset.is_crypto:
+            tick = PENNY if limit_price >= 1 else SUB_DOLLAR_TICK
+            if limit_price != limit_price.quantize(tick):
+                raise errors.unprocessable(
+                    f"invalid limit_price {limit_price}. sub-penny increment does not fulfill "
+                    "minimum pricing criteria"
+                )
         extended_hours = body.get("extended_hours") is True
         if extended_hours and (otype != "limit" or tif != "day"):
             raise errors.unprocessable("extended hours orders must be DAY limit orders")
@@ -309,6 +323,8 @@ class Engine:
         if est_qty <= 0:
             raise errors.invalid("notional is too small for one share increment")
         opening, intent = self._check_exposure(acct, asset, side, est_qty, fractional, notional)
+        if self._would_day_trade(acct, asset, side) and self._pdt_protected(acct):
+            raise errors.pattern_day_trader()
         required = notional if (notional is not None and side == BUY) else opening * ref_price
         bal = balances(acct, self.prices)
         power = bal["non_marginable_buying_power" if asset.is_crypto else "buying_power"]
@@ -687,6 +703,8 @@ class Engine:
         else:
             delta = qty if order.side == BUY else -qty
             acct.cash += -value if order.side == BUY else value
+        if not asset.is_crypto:
+            self._track_day_trade(acct, order, acct.position_qty(asset.symbol), delta)
         pos = acct.positions.get(asset.symbol)
         if pos is None:
             pos = acct.positions[asset.symbol] = Position(asset=asset)
@@ -705,7 +723,104 @@ class Engine:
             order.status = "partially_filled"
         self._set_held(acct, order, ZERO if done else order.remaining_qty)
         acct.reserved += order.reserved_value() - reserved_before
-        return self._event(acct, order, "fill" if done else "partial_fill", price=price, qty=qty)
+        event = self._event(acct, order, "fill" if done else "partial_fill", price=price, qty=qty)
+        acct.activities.append(self._fill_activity(acct, order, event, price, qty))
+        return event
+
+    def _fill_activity(
+        self, acct: AccountState, order: Order, event: TradeEvent, price: Decimal, qty: Decimal
+    ) -> dict[str, Any]:
+        """`GET /v2/account/activities/FILL` row of one execution (ids sort by time)."""
+        now = event.timestamp
+        return {
+            "id": f"{now.strftime('%Y%m%d%H%M%S%f')}::{event.execution_id}",
+            "activity_type": "FILL",
+            "transaction_time": fmt_ts(now),
+            "type": "fill" if order.status == "filled" else "partial_fill",
+            "price": fmt_decimal(price),
+            "qty": fmt_decimal(qty),
+            "side": order.side,
+            "symbol": order.asset.symbol,
+            "leaves_qty": fmt_decimal(order.remaining_qty if order.qty is not None else ZERO),
+            "order_id": order.id,
+            "client_order_id": order.client_order_id,
+            "cum_qty": fmt_decimal(order.filled_qty),
+            "order_status": order.status,
+            "execution_id": event.execution_id,
+        }
+
+    # ---------------------------------------------------------------- pattern day trading
+    def _today(self) -> date:
+        return self.clock.now().astimezone(NEW_YORK).date()
+
+    def _track_day_trade(
+        self, acct: AccountState, order: Order, held: Decimal, delta: Decimal
+    ) -> None:
+        """Opening (or adding to) a position marks its day; reducing one opened the same day is
+        a day trade (counted once per order)."""
+        symbol, today = order.asset.symbol, self._today()
+        if held == 0 or (held > 0) == (delta > 0):
+            acct.opened_on[symbol] = today
+        elif acct.opened_on.get(symbol) == today:
+            acct.day_trades.setdefault(order.id, today)
+
+    def _recent_day_trades(self, acct: AccountState) -> int:
+        """Day trades in the last 5 business days (today included)."""
+        days: list[date] = []
+        day = self._today()
+        while len(days) < PDT_WINDOW_DAYS:
+            if day.weekday() < 5:
+                days.append(day)
+            day -= timedelta(days=1)
+        return sum(1 for d in acct.day_trades.values() if d >= days[-1])
+
+    def _would_day_trade(self, acct: AccountState, asset: Asset, side: str) -> bool:
+        if asset.is_crypto:
+            return False
+        held = acct.position_qty(asset.symbol)
+        reduces = (held > 0 and side == SELL) or (held < 0 and side == BUY)
+        return reduces and acct.opened_on.get(asset.symbol) == self._today()
+
+    def _pdt_protected(self, acct: AccountState) -> bool:
+        equity = balances(acct, self.prices)["equity"]
+        return equity < PDT_MIN_EQUITY and self._recent_day_trades(acct) >= PDT_MAX_DAY_TRADES
+
+    # ---------------------------------------------------------------- account configuration
+    def update_configuration(self, acct: AccountState, body: Mapping[str, Any]) -> None:
+        """PATCH /v2/account/configurations: `suspend_trade` is the one setting that acts here."""
+        unknown = set(body) - set(self.account_configuration_json(acct))
+        if unknown:
+            raise errors.invalid(f"unknown configuration: {', '.join(sorted(unknown))}")
+        if "suspend_trade" in body:
+            value = body["suspend_trade"]
+            if not isinstance(value, bool):
+                raise errors.invalid("suspend_trade must be a boolean")
+            acct.suspend_trade = value
+
+    def activities(
+        self,
+        acct: AccountState,
+        *,
+        activity_types: Sequence[str],
+        page_token: str | None = None,
+        page_size: int = 100,
+        direction: str = "desc",
+    ) -> list[dict[str, Any]]:
+        """Account activities (only FILL exists here), one page after `page_token`."""
+        unknown = [t for t in activity_types if t != "FILL"]
+        if unknown:
+            raise errors.invalid(f"unsupported activity type: {unknown[0]}")
+        if direction not in ("asc", "desc"):
+            raise errors.invalid("direction must be asc or desc")
+        if not 1 <= page_size <= 100:
+            raise errors.invalid("page_size must be between 1 and 100")
+        rows = acct.activities if direction == "asc" else list(reversed(acct.activities))
+        if page_token is not None:
+            ids = [row["id"] for row in rows]
+            if page_token not in ids:
+                raise errors.invalid("invalid page_token")
+            rows = rows[ids.index(page_token) + 1 :]
+        return rows[:page_size]
 
     def _close(self, acct: AccountState, order: Order) -> None:
         acct.open_orders.pop(order.id, None)
@@ -779,12 +894,12 @@ class Engine:
             "pending_transfer_in": "0",
             "pending_transfer_out": "0",
             "portfolio_value": fmt_decimal(equity),
-            "pattern_day_trader": False,
+            "pattern_day_trader": self._recent_day_trades(acct) > PDT_MAX_DAY_TRADES,
             "trading_blocked": False,
             "transfers_blocked": False,
             "account_blocked": False,
             "created_at": fmt_ts(acct.created_at),
-            "trade_suspended_by_user": False,
+            "trade_suspended_by_user": acct.suspend_trade,
             "multiplier": fmt_decimal(multiplier),
             "shorting_enabled": acct.config.shorting_allowed,
             "equity": fmt_decimal(equity),
@@ -796,7 +911,7 @@ class Engine:
             "maintenance_margin": fmt_decimal(bal["gross"] / multiplier),
             "last_maintenance_margin": "0",
             "sma": "0",
-            "daytrade_count": 0,
+            "daytrade_count": self._recent_day_trades(acct),
             "balance_asof": acct.created_at.astimezone(NEW_YORK).date().isoformat(),
             "crypto_tier": 1,
             "options_approved_level": 0,
@@ -812,7 +927,7 @@ class Engine:
             "max_margin_multiplier": fmt_decimal(acct.config.multiplier),
             "no_shorting": not acct.config.shorting_allowed,
             "pdt_check": "entry",
-            "suspend_trade": False,
+            "suspend_trade": acct.suspend_trade,
             "trade_confirm_email": "all",
             "ptp_no_exception_entry": False,
             "max_options_trading_level": 0,

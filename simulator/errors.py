@@ -6,7 +6,8 @@ from typing import Any
 
 INVALID_REQUEST = 40010001  # malformed field, duplicate client_order_id
 BAD_BODY = 40010000  # body is not JSON
-FORBIDDEN = 40310000  # insufficient buying power or qty, shorting not allowed
+FORBIDDEN = 40310000  # insufficient buying power or qty, shorting not allowed, suspended
+PATTERN_DAY_TRADER = 40310100  # a 4th day trade in 5 business days under $25k equity
 NOT_FOUND = 40410000
 UNPROCESSABLE = 42210000  # unknown symbol, unsupported order, not cancelable
 RATE_LIMITED = 42910000
@@ -38,6 +39,10 @@ def unprocessable(message: str) -> ApiError:
 
 def forbidden(message: str) -> ApiError:
     return ApiError(403, FORBIDDEN, message)
+
+
+def pattern_day_trader() -> ApiError:
+    return ApiError(403, PATTERN_DAY_TRADER, "trade denied due to pattern day trading protection")
 
 
 def not_found(message: str = "order not found") -> ApiError:

@@ -61,6 +61,9 @@ class TradingApi:
         r.add_delete("/v2/positions/{symbol:.+}", w(self.close_position))
         r.add_get("/v2/account", w(self.account))
         r.add_get("/v2/account/configurations", w(self.account_configurations))
+        r.add_patch("/v2/account/configurations", w(self.update_configurations))
+        r.add_get("/v2/account/activities", w(self.activities))
+        r.add_get("/v2/account/activities/{activity_type}", w(self.activities))
         r.add_get("/v2/clock", w(self.clock))
         r.add_get("/v2/assets", w(self.assets))
         r.add_get("/v2/assets/{symbol:.+}", w(self.asset))
@@ -110,13 +113,18 @@ class TradingApi:
 
     # ---------------------------------------------------------------- orders
 
-    async def submit_order(self, request: web.Request, acct: AccountState) -> web.StreamResponse:
+    @staticmethod
+    async def _json_object(request: web.Request) -> dict[str, Any]:
         try:
             body = json.loads(await request.text(), parse_float=Decimal)
         except ValueError:
             raise ApiError(400, errors.BAD_BODY, "request body format is invalid") from None
         if not isinstance(body, dict):
             raise ApiError(400, errors.BAD_BODY, "request body format is invalid")
+        return body
+
+    async def submit_order(self, request: web.Request, acct: AccountState) -> web.StreamResponse:
+        body = await self._json_object(request)
         faults = self.sim.faults(acct.label)
         reject = faults.reject_next_orders > 0
         order = self.engine.submit(acct, body, reject=reject)
@@ -224,6 +232,30 @@ class TradingApi:
         self, request: web.Request, acct: AccountState
     ) -> web.StreamResponse:
         return json_response(self.engine.account_configuration_json(acct))
+
+    async def update_configurations(
+        self, request: web.Request, acct: AccountState
+    ) -> web.StreamResponse:
+        body = await self._json_object(request)
+        self.engine.update_configuration(acct, body)
+        return json_response(self.engine.account_configuration_json(acct))
+
+    async def activities(self, request: web.Request, acct: AccountState) -> web.StreamResponse:
+        query = request.query
+        one = request.match_info.get("activity_type")
+        types = [one] if one else [t for t in query.get("activity_types", "FILL").split(",") if t]
+        try:
+            page_size = int(query.get("page_size", "100"))
+        except ValueError:
+            raise ApiError(422, errors.INVALID_REQUEST, "page_size must be an integer") from None
+        rows = self.engine.activities(
+            acct,
+            activity_types=types,
+            page_token=query.get("page_token"),
+            page_size=page_size,
+            direction=query.get("direction", "desc"),
+        )
+        return json_response(rows)
 
     async def clock(self, request: web.Request, acct: AccountState) -> web.StreamResponse:
         return json_response(self.engine.clock_json())

@@ -6,7 +6,7 @@ import random
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -213,6 +213,10 @@ class AccountState:
     held_sell: dict[str, Decimal] = field(default_factory=dict)  # open sell qty per symbol
     held_buy: dict[str, Decimal] = field(default_factory=dict)  # open buy qty per symbol
     rng: random.Random = field(default_factory=random.Random)
+    suspend_trade: bool = False  # account configuration: the broker refuses new orders
+    activities: list[dict[str, Any]] = field(default_factory=list)  # FILL activities, in order
+    opened_on: dict[str, date] = field(default_factory=dict)  # symbol -> day it was last opened
+    day_trades: dict[str, date] = field(default_factory=dict)  # order id -> its day-trade day
 
     def __post_init__(self) -> None:
         self.cash = self.config.cash
