@@ -18,5 +18,7 @@ async def signals(stream: faust.StreamT[bytes]) -> None:
         decisions=topics.decisions,
         dead_letters=context.dead_letters,
         flags=context.flags,
+        decoder=context.signal_decoder,
+        max_event_time_skew_seconds=context.settings.max_event_time_skew_seconds,
     )
     await handler.run(stream)

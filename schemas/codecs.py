@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,13 +28,16 @@ from schemas.common import iso_millis
 from schemas.control import ControlCommand
 from schemas.dead_letter import DeadLetter
 from schemas.decision import AccountDecision
-from schemas.ta_signal import TaSignal
+from schemas.ta_signal import InvalidSignal, TaSignal, check_numbers
 from schemas.trade_update import TradeUpdateEnvelope
 from streams.domain.hashing import decision_hash
 
 AVSC_PATH = Path(__file__).with_name("ta-signals.avsc")
 CONFLUENT_MAGIC = 0
 CONFLUENT_HEADER = struct.Struct(">bI")
+# The schema id under which `ta-signals.avsc` is registered for the project's producers (the
+# Flink job's Confluent framing; the golden test bytes). Bare Avro needs no id.
+DEFAULT_TA_SIGNAL_SCHEMA_IDS = frozenset({7})
 # Fields of TaSignal that JSON producers may add but the Avro record does not have.
 _JSON_ONLY_SIGNAL_FIELDS = frozenset({"price", "close"})
 _WHITESPACE = frozenset(b" \t\r\n")
@@ -47,8 +50,10 @@ class DecodeError(Exception):
     """An undecodable or invalid record. `reason` is short and machine-readable.
 
     Reasons: `empty_value`, `json_invalid`, `schema_invalid`, `avro_decode_error`,
-    `avro_trailing_bytes`, `decision_hash_mismatch`. The message names fields and problems,
-    never input values (a record may carry anything).
+    `avro_trailing_bytes`, `decision_hash_mismatch`; TA signals also `invalid_number` (NaN,
+    infinite, negative price, RSI outside 0..100), `unknown_schema_id`, `schema_incompatible`
+    and `schema_registry_unavailable` (streams/signal_decoder.py). The message names fields and
+    problems, never input values (a record may carry anything).
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -150,16 +155,60 @@ def _read_avro(body: bytes) -> Any:
     return record
 
 
-def decode_ta_signal(raw: bytes | None) -> TaSignal:
-    """Decode a TA signal: Confluent wire format (magic 0 + schema id), bare Avro, or JSON."""
+def _checked(sig: TaSignal) -> TaSignal:
+    """The one numeric validity rule, applied to the decoded model on every path."""
+    try:
+        return check_numbers(sig)
+    except InvalidSignal as exc:
+        raise DecodeError(exc.reason, str(exc)) from None
+
+
+def split_confluent(data: bytes) -> tuple[int, bytes]:
+    """(schema id, Avro body) of a record starting with the Confluent magic byte."""
+    if len(data) <= CONFLUENT_HEADER.size:
+        raise DecodeError("avro_decode_error", "TaSignal: truncated Confluent header")
+    return int(CONFLUENT_HEADER.unpack_from(data)[1]), data[CONFLUENT_HEADER.size :]
+
+
+def unknown_schema_id(schema_id: int) -> DecodeError:
+    return DecodeError("unknown_schema_id", f"TaSignal: schema id {schema_id} is not accepted")
+
+
+def decode_ta_signal(
+    raw: bytes | None, accepted_schema_ids: Set[int] = DEFAULT_TA_SIGNAL_SCHEMA_IDS
+) -> TaSignal:
+    """Decode a TA signal: Confluent wire format (magic 0 + schema id), bare Avro, or JSON.
+
+    A Confluent record is read with `ta-signals.avsc` only when its schema id is one of
+    `accepted_schema_ids`; another writer schema read as ours would give garbage that parses.
+    """
     data = _require_bytes(raw, "TaSignal")
     if data[0] == CONFLUENT_MAGIC:
-        if len(data) <= CONFLUENT_HEADER.size:
-            raise DecodeError("avro_decode_error", "TaSignal: truncated Confluent header")
-        return _from_mapping(TaSignal, _read_avro(data[CONFLUENT_HEADER.size :]))
+        schema_id, body = split_confluent(data)
+        if schema_id not in accepted_schema_ids:
+            raise unknown_schema_id(schema_id)
+        return _checked(_from_mapping(TaSignal, _read_avro(body)))
     if _looks_like_json(data):
-        return _from_json(TaSignal, data)
-    return _from_mapping(TaSignal, _read_avro(data))
+        return _checked(_from_json(TaSignal, data))
+    return _checked(_from_mapping(TaSignal, _read_avro(data)))
+
+
+def decode_ta_signal_with_writer(body: bytes, writer_schema: Any) -> TaSignal:
+    """Decode an Avro body written with another (parsed) writer schema, resolved against
+    `ta-signals.avsc` (fields the writer lacks take the reader's defaults, extra ones are
+    skipped); the same model validation and numeric rule as every other path."""
+    stream = io.BytesIO(body)
+    try:
+        record = fastavro.schemaless_reader(stream, writer_schema, ta_signal_schema())
+    except fastavro.read.SchemaResolutionError as exc:
+        raise DecodeError("schema_incompatible", f"TaSignal: {str(exc)[:200]}") from None
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes fail in many ways
+        raise DecodeError("avro_decode_error", f"TaSignal: {type(exc).__name__}") from None
+    if stream.tell() != len(body):
+        raise DecodeError(
+            "avro_trailing_bytes", f"TaSignal: {len(body) - stream.tell()} bytes after the record"
+        )
+    return _checked(_from_mapping(TaSignal, record))
 
 
 def ta_signal_avro_record(sig: TaSignal) -> dict[str, Any]:

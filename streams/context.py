@@ -41,6 +41,7 @@ from streams.persistence.shared import RepositoryProvider
 from streams.reconciliation.router import TradeUpdateRouter
 from streams.reconciliation.service import ReconciliationService
 from streams.settings import Settings
+from streams.signal_decoder import SignalDecoder
 from streams.signal_pipeline import SignalPipeline, log_pipeline
 from tables.lane_cursors import FaustCursors
 from tables.ledger import FaustLedger
@@ -115,6 +116,7 @@ class WorkerContext:
         self.ledger = FaustLedger(tables.ledger, tables.ledger_slots)
         self.order_index = FaustOrderIndex(tables.order_index)
         self.signal_pipeline = self._signal_pipeline()
+        self.signal_decoder = SignalDecoder.for_settings(settings)  # owns the registry cache
         self.lanes = self._lane_service()
         self.lanes_runner = LanesRunner(
             self.lanes,
@@ -203,6 +205,7 @@ class WorkerContext:
             self.repositories.close,
             self.observability.close,
             self.clickhouse.close,
+            self.signal_decoder.close,
         ]
         for close in closers:
             try:

@@ -124,6 +124,27 @@ class Settings(BaseSettings):
         "TORGHUT_CONTROL_TOPIC", "torghut.control.v1", "Compacted control topic (kill switches)."
     )
 
+    # ---- input integrity
+    max_event_time_skew_seconds: float = env(
+        "TORGHUT_MAX_EVENT_TIME_SKEW_SECONDS",
+        300.0,
+        "Events dated more than this many seconds in the future are dead-lettered "
+        "(`event_time_in_future`).",
+    )
+    ta_signal_schema_ids: str = env(
+        "TORGHUT_TA_SIGNAL_SCHEMA_IDS",
+        "7",
+        "Confluent schema ids (comma-separated) read as `ta-signals.avsc` itself; another id "
+        "is resolved through the schema registry, or dead-lettered (`unknown_schema_id`).",
+        pattern=r"^\s*(\d{1,10}\s*(,\s*\d{1,10}\s*)*)?$",
+    )
+    schema_registry_url: str | None = env(
+        "TORGHUT_SCHEMA_REGISTRY_URL",
+        None,
+        "Confluent schema registry: writer schemas of other TA signal schema ids are fetched "
+        "from it (once) and resolved. Empty: only the ids above are read.",
+    )
+
     # ---- storage
     database_url: SecretStr = env(
         "DATABASE_URL",
@@ -346,3 +367,7 @@ class Settings(BaseSettings):
     @property
     def data_path(self) -> Path:
         return self.data_dir.resolve()
+
+    @property
+    def ta_signal_schema_id_set(self) -> frozenset[int]:
+        return frozenset(int(part) for part in self.ta_signal_schema_ids.split(",") if part.strip())

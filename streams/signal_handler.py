@@ -4,25 +4,40 @@ The `signals` agent hands its stream to `SignalHandler.run`. A signal's decision
 receiving lane, key `account_label`) are sent together and acknowledged before the symbol's
 watermark advances, so a crash in between redelivers the signal (duplicate decisions are harmless,
 the lanes dedupe by hash) and never loses it.
+
+Bounded input: a record that does not decode to a valid signal (bad bytes, an unaccepted schema
+id, NaN or a negative price: `SignalDecoder`) or whose event time is more than
+`max_event_time_skew_seconds` ahead of the worker's clock (`event_time_in_future`) is a dead
+letter; it never reaches the strategies and never moves the symbol's watermark (one record dated
+9999-12-31 would otherwise make every later signal of its symbol stale).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
 
-from schemas.codecs import DecodeError, decode_ta_signal, encode_decision
+from schemas.codecs import DEFAULT_TA_SIGNAL_SCHEMA_IDS, DecodeError, encode_decision
 from schemas.decision import AccountDecision
 from streams.dlq import DeadLetters
 from streams.domain.replay import replay_scope_from_headers
 from streams.domain.signal_order import SignalOrder, WatermarkTracker
 from streams.flags.service import FlagService
+from streams.signal_decoder import SignalDecoder
 from streams.signal_pipeline import SignalPipeline
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SKEW_SECONDS = 300.0
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class SignalHandler:
@@ -34,12 +49,18 @@ class SignalHandler:
         decisions: faust.TopicT,
         dead_letters: DeadLetters,
         flags: FlagService,
+        decoder: SignalDecoder | None = None,
+        max_event_time_skew_seconds: float = DEFAULT_MAX_SKEW_SECONDS,
+        clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self.pipeline = pipeline
         self._watermarks = watermarks
         self._decisions = decisions
         self._dead_letters = dead_letters
         self._flags = flags
+        self._decoder = decoder or SignalDecoder(DEFAULT_TA_SIGNAL_SCHEMA_IDS)
+        self._max_skew = timedelta(seconds=max_event_time_skew_seconds)
+        self._clock = clock
 
     async def run(self, stream: faust.StreamT[bytes]) -> None:
         await self._flags.ensure_loaded()
@@ -48,13 +69,22 @@ class SignalHandler:
 
     async def handle(self, event: faust.EventT[bytes]) -> None:
         try:
-            signal = decode_ta_signal(event.value)
+            signal = await self._decoder.decode(event.value)
             replay = replay_scope_from_headers(event.headers)
         except DecodeError as exc:
             await self._dead_letters.event(event, exc.reason, exc)
             return
         except ValueError as exc:
             await self._dead_letters.event(event, "replay_headers_invalid", exc)
+            return
+        ahead = signal.event_ts - self._clock()
+        if ahead > self._max_skew:
+            # Before the watermark and the strategies: a replay is history, and is bounded too.
+            error = (
+                f"TaSignal: event_ts is {ahead.total_seconds():.0f} s ahead of the worker clock "
+                f"(max {self._max_skew.total_seconds():g} s)"
+            )
+            await self._dead_letters.event(event, "event_time_in_future", error)
             return
         # A replayed (historical) signal neither consults nor advances the live watermark.
         order = SignalOrder.new

@@ -21,6 +21,7 @@ def declare_watermarks(app: faust.App, settings: Settings) -> WatermarkTracker:
         value_type=str,  # "event_ms:seq"; str keys and values travel raw (utf-8)
         help="Last (event_ts, seq) per symbol: drops stale and duplicate TA signals.",
     )
-    tracker = WatermarkTracker(table)
+    max_future_ms = int(settings.max_event_time_skew_seconds * 1000)
+    tracker = WatermarkTracker(table, max_future_ms=max_future_ms)
     app.on_partitions_revoked.connect(tracker.forget)
     return tracker

@@ -29,10 +29,16 @@ _NEWEST_VERSION = (
 
 
 def poll_sql(ch: ClickHouse) -> str:
-    """New rows of one poll: the rule of `streams.domain.ch_cursor.is_new`, server-side."""
+    """New rows of one poll: the rule of `streams.domain.ch_cursor.is_new`, server-side.
+
+    `until` (the worker's clock plus the allowed skew) bounds event time from above: a row dated
+    in the future is not read until its time comes, so it can never move the keyset cursor (and
+    with it the window and every symbol's mark) ahead of the present.
+    """
     return f"""
 SELECT {_SELECT} FROM {ch.table("ta_signals")}
 WHERE event_ts >= {{since:{TS}}}
+  AND event_ts <= {{until:{TS}}}
   AND (event_ts, symbol, seq) > ({{floor_ts:{TS}}}, {{floor_symbol:String}}, {{floor_seq:UInt64}})
   AND (event_ts, seq) > (
       transform(symbol, {{mark_symbols:Array(String)}}, {{mark_ts:Array({TS})}},
@@ -42,10 +48,11 @@ WHERE event_ts >= {{since:{TS}}}
 {_NEWEST_VERSION}"""
 
 
-def poll_params(window: PollWindow, limit: int) -> dict[str, Any]:
+def poll_params(window: PollWindow, limit: int, until: datetime) -> dict[str, Any]:
     symbols = sorted(window.marks)
     return {
         "since": window.since,
+        "until": until,
         "floor_ts": window.floor.event_ts,
         "floor_symbol": window.floor.symbol,
         "floor_seq": window.floor.seq,
@@ -57,8 +64,10 @@ def poll_params(window: PollWindow, limit: int) -> dict[str, Any]:
     }
 
 
-async def poll_rows(ch: ClickHouse, window: PollWindow, limit: int) -> list[dict[str, Any]]:
-    return await ch.query(poll_sql(ch), poll_params(window, limit))
+async def poll_rows(
+    ch: ClickHouse, window: PollWindow, limit: int, until: datetime
+) -> list[dict[str, Any]]:
+    return await ch.query(poll_sql(ch), poll_params(window, limit, until))
 
 
 @dataclass(frozen=True)

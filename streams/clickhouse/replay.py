@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from schemas.ta_signal import TaSignal
+from schemas.ta_signal import TaSignal, check_numbers
 from streams.clickhouse.client import ClickHouse
 from streams.clickhouse.publish import signal_record
 from streams.clickhouse.queries import RangeQuery, range_page
@@ -58,7 +58,8 @@ async def run_replay(
         signals: list[TaSignal] = []
         for row in rows:
             try:
-                signals.append(row_to_signal(row))
+                # InvalidSignal (NaN, negative price) is a ValueError: skipped, never published
+                signals.append(check_numbers(row_to_signal(row)))
             except (ValidationError, ValueError, TypeError, KeyError):
                 invalid += 1
                 logger.warning(

@@ -7,6 +7,12 @@ Publishing before saving makes it at-least-once: a crash between the two re-read
 after restart and the signals agent's dedupe watermark drops the repeats; a restart that saved
 reads nothing twice and skips nothing.
 
+Event time is bounded: the query reads no row dated after `now + max_future` (it is read once its
+time comes), and a row that still comes back beyond it is dead-lettered (`event_time_in_future`)
+and not accepted, so the cursor never jumps ahead. A row that converts but carries NaN, an
+infinity or a negative price is dead-lettered (`invalid_number`) and not published: the JSON it
+would be published as cannot carry NaN (it would arrive as null, silently another signal).
+
 Where the state starts: the cursor table; else (table lost, first start of a new app id) the
 Postgres mirror `trade_cursor` (`source='clickhouse'`), taking the cursor furthest behind
 across the enabled accounts so that no account skips rows; else `now - lookback`.
@@ -23,7 +29,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from schemas.ta_signal import TaSignal
+from schemas.ta_signal import InvalidSignal, TaSignal, check_numbers
 from streams.clickhouse import metrics
 from streams.clickhouse.client import ClickHouse
 from streams.clickhouse.queries import poll_rows
@@ -73,7 +79,9 @@ class CursorMirror(Protocol):
 
 
 class InvalidRowSink(Protocol):
-    async def __call__(self, row: dict[str, Any], error: str) -> None: ...
+    async def __call__(
+        self, row: dict[str, Any], error: str, reason: str = "clickhouse_row_invalid"
+    ) -> None: ...
 
 
 class MappingCursorStore:
@@ -123,6 +131,7 @@ class PollSource:
         on_invalid: InvalidRowSink | None = None,
         status: SourceStatus | None = None,
         clock: Clock = utc_now,
+        max_future: timedelta = timedelta(seconds=300),
     ) -> None:
         self.ch = ch
         self.status = status if status is not None else SourceStatus(enabled=True)
@@ -133,6 +142,7 @@ class PollSource:
         self.mirror = mirror
         self.on_invalid = on_invalid
         self.clock = clock
+        self.max_future = max_future
         self._unsaved: CursorState | None = None
 
     async def current_state(self) -> CursorState:
@@ -172,8 +182,17 @@ class PollSource:
                 await self.store.save(self._unsaved)
             self._unsaved = None
         state = await self.current_state()
-        rows = await poll_rows(self.ch, poll_window(state, self.lookback), self.batch_size)
-        by_key = {row_key(r): r for r in rows}
+        until = self.clock() + self.max_future
+        rows = await poll_rows(self.ch, poll_window(state, self.lookback), self.batch_size, until)
+        by_key: dict[RowKey, dict[str, Any]] = {}
+        for row in rows:
+            key = row_key(row)
+            if key.event_ts > until:  # the query bounds it; never let one move the cursor
+                await self._invalid(
+                    row, f"event_ts after {until.isoformat()}", "event_time_in_future"
+                )
+            else:
+                by_key[key] = row
         step = advance(state, list(by_key), self.lookback)
         signals, invalid = await self._convert([by_key[k] for k in step.accepted])
         if signals:
@@ -203,16 +222,22 @@ class PollSource:
         invalid = 0
         for row in rows:
             try:
-                signals.append(row_to_signal(row))
+                signals.append(check_numbers(row_to_signal(row)))
+            except InvalidSignal as exc:
+                invalid += 1
+                await self._invalid(row, str(exc), exc.reason)
             except (ValidationError, ValueError, TypeError, KeyError) as exc:
                 invalid += 1
-                error = f"{type(exc).__name__}: {exc}"[:500]
-                logger.warning(
-                    "ta_signals row does not convert", extra={**_row_fields(row), "error": error}
-                )
-                if self.on_invalid is not None:
-                    await self.on_invalid(row, error)
+                await self._invalid(row, f"{type(exc).__name__}: {exc}", "clickhouse_row_invalid")
         return signals, invalid
+
+    async def _invalid(self, row: dict[str, Any], error: str, reason: str) -> None:
+        error = error[:500]
+        logger.warning(
+            "ta_signals row refused (%s)", reason, extra={**_row_fields(row), "error": error}
+        )
+        if self.on_invalid is not None:
+            await self.on_invalid(row, error, reason)
 
     async def _mirror(self, cursor: RowKey | None) -> None:
         if self.mirror is None or cursor is None:

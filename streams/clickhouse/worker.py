@@ -86,9 +86,11 @@ class ClickHouseServices:
             error = self.source_status.last_error
             log.warning("clickhouse poll failed: %s", error, extra={"error": error})
 
-    async def _dead_letter_row(self, row: dict[str, Any], error: str) -> None:
+    async def _dead_letter_row(
+        self, row: dict[str, Any], error: str, reason: str = "clickhouse_row_invalid"
+    ) -> None:
         await self._dead_letters.send(
-            reason="clickhouse_row_invalid",
+            reason=reason,
             topic="clickhouse:ta_signals",
             partition=None,
             offset=None,
@@ -129,6 +131,7 @@ class ClickHouseServices:
             mirror=mirror,
             on_invalid=on_invalid,
             status=self.source_status,
+            max_future=timedelta(seconds=self.settings.max_event_time_skew_seconds),
         )
 
 

@@ -8,15 +8,24 @@ signal produced decisions (those must never be produced twice) and otherwise at 
 `PERSIST_EVERY_MS` of event time per symbol; the latest position is always kept in memory. After
 a restart the few signals since the last write, none of which produced a decision, are simply
 evaluated again: the runtime is deterministic, so they still produce none.
+
+Bounded: a position more than `max_future_ms` ahead of the clock is never recorded, and a stored
+one (written before this rule, or by a bad clock) is ignored with a warning; one future-dated
+record must not make every later signal of its symbol stale.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
 
 from schemas.ta_signal import TaSignal
+
+log = logging.getLogger(__name__)
 
 Position = tuple[int, int]  # (event time in epoch milliseconds, seq)
 
@@ -84,15 +93,32 @@ class WatermarkTracker:
     have advanced meanwhile.
     """
 
-    def __init__(self, store: PositionStore) -> None:
+    def __init__(
+        self,
+        store: PositionStore,
+        *,
+        max_future_ms: int | None = None,
+        now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
         self._store = store
         self._seen: dict[str, Position] = {}
         self._persisted: dict[str, Position] = {}
+        self._max_future_ms = max_future_ms
+        self._now_ms = now_ms
+
+    def _in_future(self, position: Position) -> bool:
+        limit = self._max_future_ms
+        return limit is not None and position[0] > self._now_ms() + limit
 
     def last(self, symbol: str) -> Position | None:
         last = self._seen.get(symbol)
         if last is None:
             last = decode_position(self._store.get(symbol))
+            if last is not None and self._in_future(last):
+                log.warning(
+                    "ignoring a watermark in the future for %s", symbol, extra={"symbol": symbol}
+                )
+                return None  # the next signal of the symbol overwrites it
             if last is not None:
                 self._seen[symbol] = self._persisted[symbol] = last
         return last
@@ -103,6 +129,8 @@ class WatermarkTracker:
     def advance(self, signal: TaSignal, produced_decisions: bool) -> None:
         """Record `signal` as processed (inside the signal's event: the store's partition)."""
         position = position_of(signal)
+        if self._in_future(position):
+            return  # the signals stage dead-letters these first; never a watermark
         self._seen[signal.symbol] = position
         if should_persist(position, self._persisted.get(signal.symbol), produced_decisions):
             self._store[signal.symbol] = encode_position(position)

@@ -77,3 +77,13 @@ async def test_replay_reads_a_range_in_order_deterministically(ch: ClickHouse) -
     assert runs[0] == runs[1]
     msft_2 = next(s for s in runs[0][1] if (s["symbol"], s["seq"]) == ("MSFT", 2))
     assert msft_2["rsi14"] == 7
+
+
+async def test_replay_never_publishes_a_row_with_an_invalid_number(ch: ClickHouse) -> None:
+    good = ta("AAPL", T0, 1)
+    await insert(ch, [good, ta("AAPL", T0 + timedelta(seconds=1), 2, rsi=float("nan"))])
+    out = ListPublisher()
+    query = RangeQuery(T0, T0 + timedelta(seconds=5))
+    result = await run_replay(ch, out, query, ReplayScope("replay-nan", ("paper-a",)))
+    assert out.published_keys() == [key_of(good)]  # not as rsi14=null (JSON has no NaN)
+    assert (result.published, result.invalid) == (1, 1)

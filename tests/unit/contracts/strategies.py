@@ -9,6 +9,11 @@ from hypothesis import strategies as st
 from schemas.ta_signal import TaSignal
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64, min_value=-1e12, max_value=1e12)
+# Prices, sizes and volatilities (negative has no meaning: `TaSignal.number_problems`).
+non_negative = st.floats(
+    allow_nan=False, allow_infinity=False, width=64, min_value=0, max_value=1e12
+)
+rsi = st.floats(allow_nan=False, min_value=0, max_value=100)
 
 # Signals travel with millisecond timestamps (Avro strings, ClickHouse DateTime64(3)).
 millis_datetimes = st.integers(min_value=0, max_value=4_000_000_000_000).map(
@@ -37,21 +42,23 @@ ta_signals: st.SearchStrategy[TaSignal] = st.builds(
         )
     ),
     macd=_opt(st.fixed_dictionaries({"macd": finite, "signal": finite, "hist": finite})),
-    ema=_opt(st.fixed_dictionaries({"ema12": finite, "ema26": finite})),
-    rsi14=_opt(finite),
-    boll=_opt(st.fixed_dictionaries({"mid": finite, "upper": finite, "lower": finite})),
-    vwap=_opt(st.fixed_dictionaries({"session": finite}, optional={"w5m": finite})),
+    ema=_opt(st.fixed_dictionaries({"ema12": non_negative, "ema26": non_negative})),
+    rsi14=_opt(rsi),
+    boll=_opt(
+        st.fixed_dictionaries({"mid": non_negative, "upper": non_negative, "lower": non_negative})
+    ),
+    vwap=_opt(st.fixed_dictionaries({"session": non_negative}, optional={"w5m": non_negative})),
     imbalance=_opt(
         st.fixed_dictionaries(
             {
                 "spread": finite,
-                "bid_px": finite,
-                "ask_px": finite,
-                "bid_sz": finite,
-                "ask_sz": finite,
+                "bid_px": non_negative,
+                "ask_px": non_negative,
+                "bid_sz": non_negative,
+                "ask_sz": non_negative,
             }
         )
     ),
-    vol_realized=_opt(st.fixed_dictionaries({"w60s": finite})),
+    vol_realized=_opt(st.fixed_dictionaries({"w60s": non_negative})),
     version=st.integers(min_value=1, max_value=3),
 )

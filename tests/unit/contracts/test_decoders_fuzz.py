@@ -35,6 +35,8 @@ REASONS = {
     "avro_decode_error",
     "avro_trailing_bytes",
     "decision_hash_mismatch",
+    "invalid_number",
+    "unknown_schema_id",
 }
 
 json_values = st.recursive(
@@ -89,7 +91,7 @@ def test_mutated_avro_signals(data: st.DataObject) -> None:
     [
         b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f",  # a string length of ~2**62
         b"\x01",  # negative length
-        b"\x00\x00\x00\x00\x01\xff\xff\xff\xff\x0f",  # Confluent header + huge length
+        b"\x00\x00\x00\x00\x07\xff\xff\xff\xff\x0f",  # accepted Confluent id + huge length
     ],
 )
 def test_hostile_avro_lengths(raw: bytes) -> None:

@@ -96,7 +96,7 @@ def test_json_with_leading_whitespace_and_extra_fields_decodes() -> None:
 @given(sig=ta_signals)
 def test_round_trips_in_every_format(sig: TaSignal) -> None:
     assert decode_ta_signal(encode_ta_signal_avro(sig)) == sig
-    assert decode_ta_signal(encode_ta_signal_avro(sig, confluent_schema_id=123456)) == sig
+    assert decode_ta_signal(encode_ta_signal_avro(sig, confluent_schema_id=GOLDEN_SCHEMA_ID)) == sig
     assert decode_ta_signal(encode_ta_signal_json(sig)) == sig
 
 
