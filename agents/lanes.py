@@ -38,7 +38,7 @@ from streams.execution.runtime import (
     owned_accounts,
 )
 from streams.execution.service import LaneService
-from streams.execution.startup import load_accounts
+from streams.execution.startup import check_kafka, load_accounts
 from streams.topics import LANE_RETRIES_TOPIC
 from tables.durable import changelog_acks
 from tables.ledger import FaustLedger
@@ -84,6 +84,7 @@ def refuse_bad_accounts(
     `accounts --check` can print every problem itself."""
     if "worker" in sys.argv[1:]:
         load_accounts(settings)
+        check_kafka(settings)
 
 
 @app.agent(lane_input, name="lanes", concurrency=1)

@@ -31,7 +31,11 @@ CACHE = ROOT / ".cache"
 STATE_DIR = Path(os.environ.get("TORGHUT_STACK_DIR") or CACHE / "stack").resolve()
 STATE_FILE = STATE_DIR / "state.json"
 ENV_FILE = STATE_DIR / "env"
-KAFKA_LIBS = CACHE / "kafka" / "libs"
+# The broker version: 3.9.1 by default; `TORGHUT_KAFKA_VERSION=4.x.y` runs a Kafka 4 broker (its
+# jars in their own cache folder; `make test-kafka-compat` runs the integration suite on it).
+DEFAULT_KAFKA_VERSION = "3.9.1"
+KAFKA_VERSION = os.environ.get("TORGHUT_KAFKA_VERSION") or DEFAULT_KAFKA_VERSION
+KAFKA_LIBS = CACHE / "kafka" / KAFKA_VERSION / "libs"
 KAFKA_DIR = STATE_DIR / "kafka"
 PG_DIR = STATE_DIR / "pg"
 PG_VERSION = os.environ.get("TORGHUT_PG_VERSION", "15")
@@ -141,13 +145,14 @@ class Kafka:
         return str(self.config_file)
 
     def ensure_jars(self) -> None:
-        if KAFKA_LIBS.exists() and any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
+        if (KAFKA_LIBS / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
             return
-        log("fetching Apache Kafka jars from Maven Central (first run only)")
+        log(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central (first run only)")
         subprocess.run(
             [
                 "mvn", "-q", "-B", "-f", str(ROOT / "stack" / "pom.xml"),
                 "dependency:copy-dependencies",
+                f"-Dkafka.version={KAFKA_VERSION}",
                 f"-DoutputDirectory={KAFKA_LIBS}",
                 f"-Dmaven.repo.local={CACHE / 'm2'}",
             ],
@@ -409,6 +414,9 @@ def env_lines(state: dict[str, int]) -> list[str]:
     return [
         f"KAFKA_BROKERS=kafka://127.0.0.1:{state['kafka_port']}",
         f"DATABASE_URL=postgresql://postgres@127.0.0.1:{state['pg_port']}/{PG_DATABASE}",
+        # One broker: one replica of everything (production: 3, the default).
+        "TORGHUT_TOPIC_REPLICATION_FACTOR=1",
+        f"TORGHUT_KAFKA_VERSION={KAFKA_VERSION}",
     ]
 
 

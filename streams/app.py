@@ -7,16 +7,38 @@ wiring over the typed domain core in `streams/`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 from faust.tables import TableManager
 
+from streams.kafka_security import faust_kwargs
 from streams.observability.logging import logging_config
 from streams.settings import Settings, get_settings
 from streams.state.restore import table_manager
 
 
-def create_app(settings: Settings) -> faust.App:
-    return faust.App(
+def state_topic_configs(settings: Settings) -> dict[str, str]:
+    """Topic configs of the state topics: a write is acknowledged once it is on this many
+    replicas (`producer_acks=-1`), so a ledger entry survives the loss of a broker."""
+    isr = min(settings.topic_min_insync_replicas, settings.topic_replication_factor)
+    return {"min.insync.replicas": str(isr)}
+
+
+class App(faust.App):  # type: ignore[misc]  # faust is untyped
+    """faust's App; every topic faust creates itself (changelogs, the lane retries, re-keyed
+    trade updates: the `internal` ones) gets the state topic configs."""
+
+    state_topic_configs: dict[str, str] = {}
+
+    def topic(self, *topics: str, **kwargs: Any) -> faust.TopicT:
+        if kwargs.get("internal"):
+            kwargs["config"] = {**self.state_topic_configs, **(kwargs.get("config") or {})}
+        return super().topic(*topics, **kwargs)
+
+
+def create_app(settings: Settings) -> App:
+    app = App(
         settings.app_id,
         broker=settings.kafka_brokers,
         store=settings.store,
@@ -27,7 +49,7 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.web_port,
         web_bind=settings.web_host,
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.topic_replication_factor,
         table_standby_replicas=settings.table_standby_replicas,
         # Changelog restore in bulk ahead of faust's per-event recovery (issue 10, bench B5).
         TableManager=(
@@ -51,7 +73,10 @@ def create_app(settings: Settings) -> faust.App:
         # Our own logging setup (JSON by default, secret redaction): streams.observability.logging.
         loghandlers=[],
         logging_config=logging_config(settings.log_format, settings.log_level),
+        **faust_kwargs(settings),
     )
+    app.state_topic_configs = state_topic_configs(settings)
+    return app
 
 
 settings = get_settings()

@@ -34,6 +34,7 @@ from streams.domain import secrets
 from streams.domain.accounts import AccountConfigError, load_registry
 from streams.domain.freshness import FreshnessState
 from streams.domain.replay import ReplayRefused, ReplayScope, check_replay_accounts
+from streams.kafka_security import aiokafka_kwargs
 from streams.settings import Settings, get_settings
 
 EXIT_OK = 0
@@ -147,7 +148,9 @@ async def replay(
         self.say(f"replay refused: {secrets.scrub(str(exc))}", file=self.stderr)
         return EXIT_REFUSED
     ch = _open(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(settings), acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=_bootstrap(settings), acks="all", linger_ms=5, **aiokafka_kwargs()
+    )
     await producer.start()
     try:
         result = await run_replay(

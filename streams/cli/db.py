@@ -16,6 +16,7 @@ from faust.cli import AppCommand
 from streams.app import settings
 from streams.persistence import migrate
 from streams.persistence.dbcheck import check_database
+from streams.persistence.dsn import database_dsn
 
 ACTIONS = ("upgrade", "downgrade", "check", "current")
 
@@ -37,7 +38,7 @@ class db(AppCommand):  # type: ignore[misc]  # faust is untyped
 
 async def run(action: str, revision: str | None) -> int:
     """Execute one `db` action against DATABASE_URL; the process exit code."""
-    dsn = settings.database_url.get_secret_value()
+    dsn = database_dsn(settings)
     if action == "upgrade":
         await migrate.upgrade(dsn, revision or "head")
         click.echo(f"database at {', '.join(await migrate.current(dsn))}")

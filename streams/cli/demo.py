@@ -22,6 +22,7 @@ from schemas.ta_signal import TaSignal
 from streams.app import app, settings
 from streams.cli.topics import bootstrap_servers
 from streams.demo import DEFAULT_PRICES, synthetic_signals
+from streams.kafka_security import aiokafka_kwargs
 
 
 def batched(items: Iterable[TaSignal], n: int) -> Iterator[list[TaSignal]]:
@@ -50,7 +51,9 @@ async def demo_feed(
 ) -> None:
     """Feed synthetic TA signals (and simulator prices) for the local demo."""
     names = [s.strip() for s in symbols.split(",") if s.strip()]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(), linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers(), linger_ms=5, **aiokafka_kwargs()
+    )
     await producer.start()
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
     sent = 0

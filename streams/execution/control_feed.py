@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from schemas.codecs import DecodeError, decode_control
 from schemas.control import ControlCommand
 from streams.domain.kill_switch import KillSwitchBook, scope_of_key
+from streams.kafka_security import aiokafka_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class ControlFeed:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=100,
+            **aiokafka_kwargs(),
         )
         consumer.subscribe(topics=[self.topic])
         await consumer.start()

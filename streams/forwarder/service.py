@@ -29,6 +29,7 @@ from prometheus_client import Counter
 from streams.domain.accounts import Account
 from streams.domain.order_feed.model import ReconcileRequest, encode_record
 from streams.forwarder.envelope import SeqTracker, envelopes_for, symbol_of
+from streams.kafka_security import aiokafka_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ class TradeUpdatesForwarder:
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
+            **aiokafka_kwargs(),
         )
         self.forwarders: list[AccountForwarder] = []
 

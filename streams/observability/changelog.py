@@ -6,6 +6,8 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.kafka_security import aiokafka_kwargs
+
 READ_TIMEOUT_SECONDS = 30.0
 
 
@@ -19,6 +21,7 @@ async def read_table_state(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
+        **aiokafka_kwargs(),
     )
     await consumer.start()
     try:

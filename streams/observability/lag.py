@@ -18,6 +18,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
+from streams.kafka_security import aiokafka_kwargs
+
 NEXT_RECORD_TIMEOUT_SECONDS = 2.0
 
 
@@ -72,7 +74,9 @@ class BrokerLagReader:
     async def start(self) -> None:
         if self._consumer is not None:
             return
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self._client_id)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap, client_id=self._client_id, **aiokafka_kwargs()
+        )
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             client_id=self._client_id,
@@ -80,6 +84,7 @@ class BrokerLagReader:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            **aiokafka_kwargs(),
         )
         await admin.start()
         try:

@@ -31,6 +31,7 @@ from streams.observability.readiness import (
     recovery_check,
 )
 from streams.observability.status import StatusBoard, board
+from streams.persistence.dsn import database_dsn
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ class WorkerObservability:
         self.board.set_error_grace(settings.lane_error_grace_seconds)
         self._reader: BrokerLagReader | None = None
         self._kafka = CachedProbe(self._kafka_probe)
-        self._pg = PostgresProbe(settings.database_url.get_secret_value())
+        self._pg = PostgresProbe(database_dsn(settings))
         self._postgres = CachedProbe(self._pg)
         self._configured = False
         self._registry_warned = False

@@ -18,10 +18,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from streams.persistence import migrate
-from streams.persistence.dsn import sqlalchemy_url
+from streams.persistence.dsn import async_engine
 from streams.persistence.models import metadata
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ async def check_database(
     problems = list(_head_problems(heads))
     notes: list[str] = []
     current: tuple[str, ...] = ()
-    engine = create_async_engine(sqlalchemy_url(dsn), poolclass=sa.pool.NullPool)
+    engine = async_engine(dsn, poolclass=sa.pool.NullPool)
     try:
         async with engine.connect() as conn:
             current, live_problems, live_notes = await conn.run_sync(

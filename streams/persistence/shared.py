@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from functools import cache
 
-from streams.persistence.dsn import asyncpg_dsn
+from streams.persistence.dsn import asyncpg_dsn, database_dsn
 from streams.persistence.repository import Repository
 from streams.settings import get_settings
 
@@ -35,4 +35,4 @@ class RepositoryProvider:
 @cache
 def worker_repositories() -> RepositoryProvider:
     settings = get_settings()
-    return RepositoryProvider(settings.database_url.get_secret_value(), settings.database_pool_size)
+    return RepositoryProvider(database_dsn(settings), settings.database_pool_size)
