@@ -15,6 +15,8 @@ Secret is picked up on the next connect) and registered with the log scrubber.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import ssl
 from typing import Any
 
@@ -104,7 +106,20 @@ def faust_kwargs(settings: Settings) -> dict[str, Any]:
     }
 
 
-def describe_failure(settings: Settings, exc: BaseException) -> str:
+class _Captured(logging.Handler):
+    """aiokafka logs why a bootstrap connection failed (e.g. SaslAuthenticationFailed) but
+    raises only "Unable to bootstrap": keep those log lines to tell the causes apart."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):  # a line that cannot format is skipped
+            self.lines.append(record.getMessage())
+
+
+def describe_failure(settings: Settings, exc: BaseException, logged: str = "") -> str:
     """What a failed first connection most likely means, naming settings, never secrets."""
     protocol = settings.kafka_security_protocol.value
     text = f"{type(exc).__name__}: {exc}"
@@ -113,13 +128,14 @@ def describe_failure(settings: Settings, exc: BaseException) -> str:
         nxt = chain[-1].__cause__ or chain[-1].__context__
         assert nxt is not None
         chain.append(nxt)
-    names = " ".join(type(e).__name__ for e in chain) + " " + text
-    if "Authentication" in names or "SASL" in names.upper():
+    names = " ".join(type(e).__name__ for e in chain) + " " + text + " " + logged
+    if "Authentication" in names:
         hint = (
             f"Kafka authentication failed for user {settings.kafka_sasl_username!r} "
             f"({protocol}, {settings.kafka_sasl_mechanism.value}): check KAFKA_SASL_USERNAME "
             "and the password in KAFKA_SASL_PASSWORD_FILE"
         )
+        text = f"{text}; {logged}" if logged else text
     elif any(isinstance(e, ssl.SSLError) for e in chain) or "CERTIFICATE" in names.upper():
         hint = (
             f"Kafka TLS handshake failed ({protocol}): check KAFKA_SSL_CA_FILE and that the "
@@ -142,10 +158,15 @@ async def check_connection(settings: Settings, timeout: float = 30.0) -> None:
         client_id=f"{settings.app_id}-preflight",
         **kwargs,
     )
+    captured = _Captured()
+    aiokafka_log = logging.getLogger("aiokafka")
+    aiokafka_log.addHandler(captured)
     try:
         await asyncio.wait_for(admin.start(), timeout)
         await asyncio.wait_for(admin.describe_cluster(), timeout)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one clear message
-        raise KafkaConfigError(describe_failure(settings, exc)) from None
+        logged = " | ".join(dict.fromkeys(captured.lines))[-1000:]
+        raise KafkaConfigError(describe_failure(settings, exc, logged)) from None
     finally:
+        aiokafka_log.removeHandler(captured)
         await admin.close()
