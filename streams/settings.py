@@ -7,6 +7,7 @@ table and a test fails when the README drifts from this model.
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
@@ -419,6 +420,13 @@ class Settings(BaseSettings):
         "Refuse new orders (`ta_stale`) for symbols whose class has stale TA.",
     )
 
+    secrets_dir: Path | None = env(
+        "TORGHUT_SECRETS_DIR",
+        None,
+        "Folder of files named like settings (e.g. `APCA_API_KEY_ID`, `TRADING_ACCOUNTS_JSON`), "
+        "each read as that setting's value (mounted Secrets); environment variables win.",
+    )
+
     # ---- testing and fault injection (never set in production)
     crash_at: str | None = env(
         "TORGHUT_CRASH_AT",
@@ -431,9 +439,15 @@ class Settings(BaseSettings):
         return self.data_dir.resolve()
 
 
+def load_settings() -> Settings:
+    """Settings from the environment and, when TORGHUT_SECRETS_DIR names a folder, its files."""
+    folder = os.environ.get("TORGHUT_SECRETS_DIR")
+    return Settings(_secrets_dir=folder) if folder else Settings()
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()
 
 
 def reset_settings_cache() -> None:

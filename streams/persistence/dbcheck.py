@@ -59,9 +59,15 @@ class CheckResult:
 
 
 async def check_database(
-    dsn: str, *, multi_account_enabled: bool, script_location: Path | None = None
+    dsn: str,
+    *,
+    multi_account_enabled: bool,
+    script_location: Path | None = None,
+    target: str | None = None,
 ) -> CheckResult:
-    """Run every check against `dsn`; a failure to connect is itself a named problem."""
+    """`target`: the revision the database must be at (default: the single head), e.g. 0002
+    while a rollout phase keeps the Phase 4 cleanup migration back. Runs every check against
+    `dsn`; a failure to connect is itself a named problem."""
     heads = migrate.heads(script_location)
     problems = list(_head_problems(heads))
     notes: list[str] = []
@@ -70,7 +76,7 @@ async def check_database(
     try:
         async with engine.connect() as conn:
             current, live_problems, live_notes = await conn.run_sync(
-                _check_live, heads, multi_account_enabled
+                _check_live, (target,) if target else heads, multi_account_enabled
             )
         problems += live_problems
         notes += live_notes

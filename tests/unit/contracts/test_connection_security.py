@@ -204,3 +204,17 @@ def test_topics_check_names_every_problem() -> None:
         "isr: min.insync.replicas=1, want 2",
     ]
     assert check_topics(specs[:1], found, replication_factor=3, min_insync_replicas=2) == []
+
+
+def test_secrets_dir_files_are_settings(
+    make_settings: MakeSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streams.settings import load_settings
+
+    (tmp_path / "APCA_API_KEY_ID").write_text("PKFROMAFILE0123\n")
+    (tmp_path / "APCA_API_SECRET_KEY").write_text("secret-from-a-file-0123")
+    make_settings(TORGHUT_SECRETS_DIR=str(tmp_path), APCA_API_SECRET_KEY="env-wins-0123")
+    settings = load_settings()
+    assert settings.apca_api_key_id is not None and settings.apca_api_secret_key is not None
+    assert settings.apca_api_key_id.get_secret_value() == "PKFROMAFILE0123"
+    assert settings.apca_api_secret_key.get_secret_value() == "env-wins-0123"
