@@ -69,6 +69,7 @@ async def check_database(
     while a rollout phase keeps the Phase 4 cleanup migration back. Runs every check against
     `dsn`; a failure to connect is itself a named problem."""
     heads = migrate.heads(script_location)
+    target = None if target == "head" else target
     problems = list(_head_problems(heads))
     notes: list[str] = []
     current: tuple[str, ...] = ()
