@@ -5,12 +5,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
 
-.PHONY: help install run test lint typecheck stack-up stack-down stack-status docs bench bench-quick clean
+.PHONY: help install run test test-kafka-compat lint typecheck stack-up stack-down stack-status docs bench bench-quick clean
 
 help:
 	@echo "make run           set up everything, start the local stack and run the worker (Ctrl-C stops all)"
 	@echo "make test          set up everything, start the stack, run ruff, mypy and pytest, stop the stack"
 	@echo "make test ARGS='-k name'   pass arguments to pytest"
+	@echo "make test-kafka-compat  the integration suite on the other Kafka version (KAFKA_COMPAT_VERSION)"
 	@echo "make stack-up | stack-down | stack-status   drive the local stack alone"
 	@echo "make bench | bench-quick   benchmarks (not part of make test)"
 
@@ -45,8 +46,17 @@ run: install
 test: install
 	bash stack/test.sh $(ARGS)
 
+# The other broker version: the default is 3.9.1 (stack/stack.py); production clusters run 4.x.
+KAFKA_COMPAT_VERSION ?= 4.4.0
+
+test-kafka-compat: install
+	TORGHUT_KAFKA_VERSION=$(KAFKA_COMPAT_VERSION) \
+	TORGHUT_STACK_DIR=$(CURDIR)/.cache/test-stack-kafka-compat \
+	bash stack/test.sh tests/integration tests/simulator $(ARGS)
+
 docs: install
 	$(PY) -m streams.docs --write README.md
+	$(PY) deploy/k8s/sync_rules.py
 
 bench: install
 	bash stack/bench.sh full

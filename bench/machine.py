@@ -56,7 +56,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def _kafka_version() -> str | None:
-    libs = ROOT / ".cache" / "kafka" / "libs"
+    libs = ROOT / ".cache" / "kafka" / (os.environ.get("TORGHUT_KAFKA_VERSION") or "3.9.1") / "libs"
     for jar in sorted(libs.glob("kafka-clients-*.jar")) if libs.exists() else []:
         found = re.search(r"kafka-clients-(.+)\.jar$", jar.name)
         if found:

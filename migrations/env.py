@@ -12,11 +12,10 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from streams.persistence.dsn import sqlalchemy_url
+from streams.persistence.dsn import async_engine, database_dsn
 from streams.persistence.models import metadata
-from streams.settings import Settings
+from streams.settings import load_settings
 
 config = context.config
 
@@ -29,9 +28,9 @@ def database_url() -> str:
         config.attributes.get("dsn")
         or context.get_x_argument(as_dictionary=True).get("dsn")
         or config.get_main_option("sqlalchemy.url")
-        or Settings().database_url.get_secret_value()
+        or database_dsn(load_settings())
     )
-    return sqlalchemy_url(str(dsn))
+    return str(dsn)
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
@@ -52,7 +51,7 @@ def run_migrations(connection: Connection) -> None:
 
 
 async def run_async_migrations() -> None:
-    engine = create_async_engine(database_url(), poolclass=pool.NullPool)
+    engine = async_engine(database_url(), poolclass=pool.NullPool)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(run_migrations)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.schema import SchemaItem
 
-from streams.settings import Settings
+from streams.settings import load_settings
 
 
 def default_account_label() -> str:
@@ -21,7 +21,7 @@ def default_account_label() -> str:
     label = cfg.attributes.get("default_account_label") or context.get_x_argument(
         as_dictionary=True
     ).get("default_account_label")
-    return str(label or Settings().account_label)
+    return str(label or load_settings().account_label)
 
 
 def _inspector() -> sa.Inspector:

@@ -24,6 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache"
@@ -31,12 +32,18 @@ CACHE = ROOT / ".cache"
 STATE_DIR = Path(os.environ.get("TORGHUT_STACK_DIR") or CACHE / "stack").resolve()
 STATE_FILE = STATE_DIR / "state.json"
 ENV_FILE = STATE_DIR / "env"
-KAFKA_LIBS = CACHE / "kafka" / "libs"
+# The broker version: 3.9.1 by default; `TORGHUT_KAFKA_VERSION=4.x.y` runs a Kafka 4 broker (its
+# jars in their own cache folder; `make test-kafka-compat` runs the integration suite on it).
+DEFAULT_KAFKA_VERSION = "3.9.1"
+KAFKA_VERSION = os.environ.get("TORGHUT_KAFKA_VERSION") or DEFAULT_KAFKA_VERSION
+KAFKA_LIBS = CACHE / "kafka" / KAFKA_VERSION / "libs"
 KAFKA_DIR = STATE_DIR / "kafka"
 PG_DIR = STATE_DIR / "pg"
 PG_VERSION = os.environ.get("TORGHUT_PG_VERSION", "15")
 PG_BIN = Path(f"/usr/lib/postgresql/{PG_VERSION}/bin")
 PG_DATABASE = "torghut"
+# A role that may only log in over TLS with a password (the TLS test's; everything else: trust).
+PG_TLS_ROLE = "torghut_tls"
 
 # Topic name → (partitions env var, default partitions, cleanup policy). Names come from the
 # same environment variables the app reads, so the stack and the app always agree.
@@ -120,6 +127,52 @@ def stop_pid(pid: int, marker: str, timeout: float = 30.0) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
+# ------------------------------------------------------------------------------------------ TLS
+
+
+def make_certs(folder: Path, common_name: str = "127.0.0.1") -> dict[str, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost signed by it (openssl
+    CLI). Returns {"ca": ca.pem, "cert": server.crt, "key": server.key (PKCS#8),
+    "keystore": server.pem (key + chain, Kafka's PEM keystore)}. Kept when present."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "ca": folder / "ca.pem",
+        "cert": folder / "server.crt",
+        "key": folder / "server.key",
+        "keystore": folder / "server.pem",
+    }
+    if all(p.exists() for p in paths.values()):
+        return paths
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, cwd=folder, capture_output=True)
+
+    openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "30", "-subj", "/CN=torghut throwaway CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", f"/CN={common_name}",
+    )  # fmt: skip
+    (folder / "server.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+    )
+    openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "30", "-extfile", "server.ext",
+    )  # fmt: skip
+    paths["keystore"].write_text(paths["key"].read_text() + paths["cert"].read_text())
+    return paths
+
+
 # ---------------------------------------------------------------------------------------- Kafka
 
 
@@ -127,27 +180,33 @@ def stop_pid(pid: int, marker: str, timeout: float = 30.0) -> None:
 class Kafka:
     port: int
     controller_port: int
+    # A second broker (e.g. the SASL_SSL one of the security test) lives in its own folder
+    # with its own config overrides and `kafka-storage format` arguments (SCRAM users).
+    home: Path = KAFKA_DIR
+    overrides: tuple[tuple[str, str], ...] = ()
+    format_args: tuple[str, ...] = ()
 
     @property
     def pid_file(self) -> Path:
-        return KAFKA_DIR / "kafka.pid"
+        return self.home / "kafka.pid"
 
     @property
     def config_file(self) -> Path:
-        return KAFKA_DIR / "server.properties"
+        return self.home / "server.properties"
 
     @property
     def marker(self) -> str:
         return str(self.config_file)
 
     def ensure_jars(self) -> None:
-        if KAFKA_LIBS.exists() and any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
+        if (KAFKA_LIBS / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
             return
-        log("fetching Apache Kafka jars from Maven Central (first run only)")
+        log(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central (first run only)")
         subprocess.run(
             [
                 "mvn", "-q", "-B", "-f", str(ROOT / "stack" / "pom.xml"),
                 "dependency:copy-dependencies",
+                f"-Dkafka.version={KAFKA_VERSION}",
                 f"-DoutputDirectory={KAFKA_LIBS}",
                 f"-Dmaven.repo.local={CACHE / 'm2'}",
             ],
@@ -155,7 +214,7 @@ class Kafka:
         )  # fmt: skip
 
     def write_config(self) -> None:
-        data = KAFKA_DIR / "data"
+        data = self.home / "data"
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -180,13 +239,14 @@ class Kafka:
             "num.network.threads": "2",
             "num.io.threads": "2",
             "delete.topic.enable": "true",
+            **dict(self.overrides),
         }
-        KAFKA_DIR.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        (KAFKA_DIR / "log4j.properties").write_text(
+        (self.home / "log4j.properties").write_text(
             "log4j.rootLogger=WARN, file\n"
             "log4j.appender.file=org.apache.log4j.FileAppender\n"
-            f"log4j.appender.file.File={KAFKA_DIR / 'server.log'}\n"
+            f"log4j.appender.file.File={self.home / 'server.log'}\n"
             "log4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
             "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
             "log4j.logger.kafka=INFO\n"
@@ -197,7 +257,7 @@ class Kafka:
         return [
             "java", f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true",
-            f"-Dlog4j.configuration=file:{KAFKA_DIR / 'log4j.properties'}",
+            f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
             "-cp", f"{KAFKA_LIBS}/*", *args,
         ]  # fmt: skip
 
@@ -207,20 +267,20 @@ class Kafka:
             return
         self.ensure_jars()
         self.write_config()
-        data = KAFKA_DIR / "data"
+        data = self.home / "data"
         if not (data / "meta.properties").exists():
             shutil.rmtree(data, ignore_errors=True)
             cluster_id = uuid.uuid4().hex[:22]
             subprocess.run(
                 self.java("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                          "-c", str(self.config_file), heap="128m"),
+                          "-c", str(self.config_file), *self.format_args, heap="128m"),
                 check=True, stdout=subprocess.DEVNULL,
             )  # fmt: skip
-        with open(KAFKA_DIR / "stdout.log", "ab") as out:
+        with open(self.home / "stdout.log", "ab") as out:
             proc = subprocess.Popen(
                 self.java("kafka.Kafka", str(self.config_file)),
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=KAFKA_DIR,
+                start_new_session=True, cwd=self.home,
             )  # fmt: skip
         self.pid_file.write_text(str(proc.pid))
         log(f"kafka starting (pid {proc.pid}) on 127.0.0.1:{self.port}")
@@ -234,17 +294,17 @@ class Kafka:
         self.pid_file.unlink(missing_ok=True)
         log(f"kafka stopped (pid {pid})")
 
-    async def wait_ready(self, timeout: float = 90.0) -> None:
+    async def wait_ready(self, timeout: float = 90.0, **client: Any) -> None:
         from aiokafka.admin import AIOKafkaAdminClient
 
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
             if not read_pid(self.pid_file, self.marker):
-                tail = (KAFKA_DIR / "stdout.log").read_text(errors="replace")[-3000:]
+                tail = (self.home / "stdout.log").read_text(errors="replace")[-3000:]
                 raise SystemExit(f"kafka exited during startup:\n{tail}")
             admin = AIOKafkaAdminClient(
-                bootstrap_servers=f"127.0.0.1:{self.port}", request_timeout_ms=3000
+                bootstrap_servers=f"127.0.0.1:{self.port}", request_timeout_ms=3000, **client
             )
             try:
                 await admin.start()
@@ -312,6 +372,15 @@ class Postgres:
         # Debian starts a default cluster on 5432; this project runs its own throwaway one.
         subprocess.run(["service", "postgresql", "stop"], check=False, env=env)
 
+    def certs(self) -> dict[str, Path]:
+        """Server certificate of the cluster (TLS is on; clients choose with `sslmode`)."""
+        paths = make_certs(PG_DIR / "tls")
+        if os.geteuid() == 0:
+            for path in (PG_DIR / "tls", *paths.values()):
+                shutil.chown(path, "postgres", "postgres")
+        paths["key"].chmod(0o600)
+        return paths
+
     def running_pid(self) -> int | None:
         pid_file = self.data / "postmaster.pid"
         if not pid_file.exists():
@@ -339,13 +408,20 @@ class Postgres:
                 ),
                 check=True, stdout=subprocess.DEVNULL,
             )  # fmt: skip
+            hba = self.data / "pg_hba.conf"
+            hba.write_text(
+                f"hostssl all {PG_TLS_ROLE} 127.0.0.1/32 scram-sha-256\n"
+                f"host    all {PG_TLS_ROLE} 127.0.0.1/32 reject\n" + hba.read_text()
+            )
         else:
             # A crashed cluster leaves postmaster.pid behind; pg_ctl refuses to start over it.
             (self.data / "postmaster.pid").unlink(missing_ok=True)
+        tls = self.certs()
         opts = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {PG_DIR} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
-            "-c shared_buffers=128MB"
+            f"-c shared_buffers=128MB -c ssl=on -c ssl_cert_file={tls['cert']} "
+            f"-c ssl_key_file={tls['key']} -c password_encryption=scram-sha-256"
         )
         subprocess.run(
             self._as_postgres(
@@ -409,6 +485,11 @@ def env_lines(state: dict[str, int]) -> list[str]:
     return [
         f"KAFKA_BROKERS=kafka://127.0.0.1:{state['kafka_port']}",
         f"DATABASE_URL=postgresql://postgres@127.0.0.1:{state['pg_port']}/{PG_DATABASE}",
+        # One broker: one replica of everything (production: 3, the default).
+        "TORGHUT_TOPIC_REPLICATION_FACTOR=1",
+        f"TORGHUT_KAFKA_VERSION={KAFKA_VERSION}",
+        # CA of the stack Postgres' server certificate (for `DATABASE_SSLMODE=verify-full`).
+        f"TORGHUT_STACK_PG_CA={PG_DIR / 'tls' / 'ca.pem'}",
     ]
 
 

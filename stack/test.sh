@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-export TORGHUT_STACK_DIR="$PWD/.cache/test-stack"
+export TORGHUT_STACK_DIR="${TORGHUT_STACK_DIR:-$PWD/.cache/test-stack}"
 
 cleanup() { "$PY" stack/stack.py down || true; }
 trap cleanup EXIT INT TERM

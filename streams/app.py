@@ -16,20 +16,36 @@ from faust.tables import TableManager
 from mode import BaseSignalT
 
 from streams.context import ConfigurationError, WorkerContext, exit_on_configuration_error
+from streams.kafka_security import KafkaConfigError, check_connection_blocking, faust_kwargs
 from streams.observability.logging import logging_config
-from streams.settings import Settings
+from streams.settings import Settings, load_settings
 from streams.state.restore import table_manager
 from streams.topics import Topics, declare_topics
 from tables import Tables, declare_tables
 
 
+def state_topic_configs(settings: Settings) -> dict[str, str]:
+    """Topic configs of the state topics: a write is acknowledged once it is on this many
+    replicas (`producer_acks=-1`), so a ledger entry survives the loss of a broker."""
+    isr = min(settings.topic_min_insync_replicas, settings.topic_replication_factor)
+    return {"min.insync.replicas": str(isr)}
+
+
 class TorghutApp(faust.App):
-    """faust's App with the settings it was built from and the worker context."""
+    """faust's App with the settings it was built from and the worker context; every topic
+    faust creates itself (changelogs, the lane retries, re-keyed trade updates: the `internal`
+    ones) gets the state topic configs."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings.app_id, **faust_options(settings))
         self.settings = settings
+        self.state_topic_configs = state_topic_configs(settings)
         self._context: WorkerContext | None = None
+
+    def topic(self, *topics: str, **kwargs: Any) -> faust.TopicT:
+        if kwargs.get("internal"):
+            kwargs["config"] = {**self.state_topic_configs, **(kwargs.get("config") or {})}
+        return super().topic(*topics, **kwargs)
 
     @property
     def context(self) -> WorkerContext:
@@ -59,7 +75,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "web_port": settings.web_port,
         "web_bind": settings.web_host,
         "topic_partitions": settings.topic_partitions,
-        "topic_replication_factor": 1,
+        "topic_replication_factor": settings.topic_replication_factor,
         "table_standby_replicas": settings.table_standby_replicas,
         # Changelog restore in bulk ahead of faust's per-event recovery (issue 10, bench B5).
         "TableManager": (
@@ -83,6 +99,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         # Our own logging setup (JSON by default, secret redaction): streams.observability.logging.
         "loghandlers": [],
         "logging_config": logging_config(settings.log_format, settings.log_level),
+        **faust_kwargs(settings),
     }
 
 
@@ -90,7 +107,7 @@ def create_app(settings: Settings) -> TorghutApp:
     return TorghutApp(settings)
 
 
-settings = Settings()
+settings = load_settings()
 app = create_app(settings)
 topics = declare_topics(app, settings)
 tables = declare_tables(app, settings)
@@ -101,13 +118,17 @@ def build_worker_context(
     sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
 ) -> None:
     """The worker builds its context before it starts; a bad configuration (registry, strategy
-    catalogue) exits non-zero with the problem named.
+    catalogue, live accounts on unreplicated state, Kafka settings that cannot connect) exits
+    non-zero (78) with the problem named and no secret.
 
     faust fires this signal for every CLI command; only the worker builds here, so that
     `accounts --check` can print every problem itself."""
     if _is_worker_command():
         try:
             app.build_context(topics, tables)
+            check_connection_blocking(settings)  # Kafka settings that cannot connect: say so
+        except KafkaConfigError as exc:
+            exit_on_configuration_error(ConfigurationError(f"refusing to start: {exc}"))
         except ConfigurationError as exc:
             exit_on_configuration_error(exc)
 

@@ -34,9 +34,11 @@ from streams.execution.orchestration import LanesRunner
 from streams.execution.persist import LaneSink
 from streams.execution.service import LaneService
 from streams.flags.service import FlagService, build_flag_service, lane_labels
+from streams.kafka_security import aiokafka_kwargs
 from streams.observability.status import StatusBoard
 from streams.observability.worker import LaneConfig, WorkerObservability
 from streams.ownership import bootstrap_servers, owned_accounts, owned_partitions
+from streams.persistence.dsn import database_dsn
 from streams.persistence.shared import RepositoryProvider
 from streams.reconciliation.router import TradeUpdateRouter
 from streams.reconciliation.service import ReconciliationService
@@ -62,12 +64,31 @@ class ConfigurationError(Exception):
 
 def load_accounts(settings: Settings) -> AccountRegistry:
     """The registry; missing single-account credentials only disable that lane (`strict=False`),
-    anything else (a live account without TRADING_LIVE_ENABLED, duplicate labels, bad JSON) is a
-    `ConfigurationError` that lists every problem (never a secret)."""
+    anything else (a live account without TRADING_LIVE_ENABLED, duplicate labels, bad JSON, live
+    money on unreplicated state) is a `ConfigurationError` that lists every problem (never a
+    secret)."""
     try:
-        return load_registry(settings, strict=False)
+        registry = load_registry(settings, strict=False)
     except AccountConfigError as exc:
         raise ConfigurationError(f"refusing to start: {exc}") from None
+    problem = unreplicated_live_problem(settings, registry)
+    if problem:
+        raise ConfigurationError(f"refusing to start: {problem}")
+    return registry
+
+
+def unreplicated_live_problem(settings: Settings, registry: AccountRegistry) -> str | None:
+    """Live money on one copy of the ledger (replication factor 1) needs an explicit override."""
+    if settings.topic_replication_factor > 1 or settings.allow_unreplicated_state:
+        return None
+    live = [a.label for a in registry.enabled() if a.is_live]
+    if not live:
+        return None
+    return (
+        f"live account(s) {', '.join(live)} with TORGHUT_TOPIC_REPLICATION_FACTOR=1: the ledger "
+        "written before each order would be one copy on one disk; use 3 (the default) or set "
+        "TORGHUT_ALLOW_UNREPLICATED_STATE=true"
+    )
 
 
 def exit_on_configuration_error(exc: ConfigurationError) -> None:
@@ -92,9 +113,7 @@ class WorkerContext:
             slo_seconds=settings.ta_freshness_slo_seconds,
             block_orders=settings.ta_freshness_block_orders,
         )
-        self.repositories = RepositoryProvider(
-            settings.database_url.get_secret_value(), settings.database_pool_size
-        )
+        self.repositories = RepositoryProvider(database_dsn(settings), settings.database_pool_size)
         self.brokers = BrokerPool(settings)
         enabled = [account.label for account in self.registry.enabled()]
         self.flags: FlagService = build_flag_service(settings, lane_labels(settings, enabled))
@@ -104,6 +123,7 @@ class WorkerContext:
             settings.control_topic,
             self.control_book,
             client_id=f"{settings.app_id}-control",
+            security=aiokafka_kwargs(settings),
         )
         self.dead_letters = DeadLetters.for_settings(topics.dlq, settings)
         self.clickhouse = ClickHouseServices(

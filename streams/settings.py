@@ -7,6 +7,7 @@ table and a test fails when the README drifts from this model.
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,27 @@ class SignalSource(str, Enum):
     clickhouse = "clickhouse"
 
 
+class KafkaSecurityProtocol(str, Enum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class KafkaSaslMechanism(str, Enum):
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    PLAIN = "PLAIN"
+
+
+class PostgresSslMode(str, Enum):
+    disable = "disable"
+    prefer = "prefer"
+    require = "require"
+    verify_ca = "verify-ca"
+    verify_full = "verify-full"
+
+
 def env(name: str, default: Any, description: str, **kwargs: Any) -> Any:
     """A field read from exactly the environment variable `name`."""
     return Field(default, validation_alias=AliasChoices(name), description=description, **kwargs)
@@ -50,6 +72,30 @@ class Settings(BaseSettings):
     kafka_brokers: str = env(
         "KAFKA_BROKERS", "kafka://127.0.0.1:9092", "Kafka bootstrap servers (`kafka://h:p;h:p`)."
     )
+    kafka_security_protocol: KafkaSecurityProtocol = env(
+        "KAFKA_SECURITY_PROTOCOL",
+        KafkaSecurityProtocol.PLAINTEXT,
+        "`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL` (Strimzi's SCRAM listener: "
+        "`SASL_SSL`). Used by the worker, every CLI command, the forwarder and the bulk restore.",
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism = env(
+        "KAFKA_SASL_MECHANISM",
+        KafkaSaslMechanism.SCRAM_SHA_512,
+        "SASL mechanism: `SCRAM-SHA-512`, `SCRAM-SHA-256` or `PLAIN`.",
+    )
+    kafka_sasl_username: str | None = env(
+        "KAFKA_SASL_USERNAME", None, "SASL user (the Strimzi KafkaUser name)."
+    )
+    kafka_sasl_password_file: Path | None = env(
+        "KAFKA_SASL_PASSWORD_FILE",
+        None,
+        "File holding the SASL password (a mounted Secret); read at connect time, never logged.",
+    )
+    kafka_ssl_ca_file: Path | None = env(
+        "KAFKA_SSL_CA_FILE",
+        None,
+        "PEM CA bundle that signs the brokers' certificates (the cluster CA); unset = system CAs.",
+    )
     store: str = env(
         "TORGHUT_STORE", "rocksdb://", "Table store URL (`rocksdb://` or `memory://`)."
     )
@@ -63,6 +109,26 @@ class Settings(BaseSettings):
         "TORGHUT_TOPIC_PARTITIONS",
         8,
         "Partitions of the project's topics and tables (co-partitioned; fixed after first start).",
+    )
+    topic_replication_factor: int = env(
+        "TORGHUT_TOPIC_REPLICATION_FACTOR",
+        3,
+        "Replication factor of every topic the app or `topics` creates (changelogs, retries, "
+        "re-keyed updates, control). The local stack sets 1 (one broker).",
+        ge=1,
+    )
+    topic_min_insync_replicas: int = env(
+        "TORGHUT_TOPIC_MIN_INSYNC_REPLICAS",
+        2,
+        "`min.insync.replicas` of the state topics (changelogs, retries, re-keyed updates, "
+        "control); capped at the replication factor.",
+        ge=1,
+    )
+    allow_unreplicated_state: bool = env(
+        "TORGHUT_ALLOW_UNREPLICATED_STATE",
+        False,
+        "Let a worker with an enabled live account start on replication factor 1 (one copy of "
+        "the ledger); without it that is a start-up error.",
     )
     table_standby_replicas: int = env(
         "TORGHUT_TABLE_STANDBY_REPLICAS", 1, "Standby replicas kept for each table."
@@ -150,6 +216,23 @@ class Settings(BaseSettings):
         "DATABASE_URL",
         SecretStr("postgresql://postgres@127.0.0.1:5432/torghut"),
         "PostgreSQL DSN (asyncpg form, `postgresql://user:pass@host:port/db`).",
+    )
+    database_password_file: Path | None = env(
+        "DATABASE_PASSWORD_FILE",
+        None,
+        "File holding the Postgres password (a mounted Secret); overrides a password in "
+        "`DATABASE_URL`.",
+    )
+    database_sslmode: PostgresSslMode | None = env(
+        "DATABASE_SSLMODE",
+        None,
+        "Postgres TLS: `disable`, `prefer`, `require`, `verify-ca` or `verify-full` (production: "
+        "`verify-full` with `DATABASE_SSL_ROOT_CERT_FILE`); unset = libpq's default (`prefer`).",
+    )
+    database_ssl_root_cert_file: Path | None = env(
+        "DATABASE_SSL_ROOT_CERT_FILE",
+        None,
+        "PEM CA that signs the Postgres server certificate (for `verify-ca` / `verify-full`).",
     )
     database_pool_size: int = env("TORGHUT_DATABASE_POOL_SIZE", 8, "asyncpg pool size per worker.")
     clickhouse_dsn: SecretStr = env(
@@ -357,6 +440,13 @@ class Settings(BaseSettings):
         "Refuse new orders (`ta_stale`) for symbols whose class has stale TA.",
     )
 
+    secrets_dir: Path | None = env(
+        "TORGHUT_SECRETS_DIR",
+        None,
+        "Folder of files named like settings (e.g. `APCA_API_KEY_ID`, `TRADING_ACCOUNTS_JSON`), "
+        "each read as that setting's value (mounted Secrets); environment variables win.",
+    )
+
     # ---- testing and fault injection (never set in production)
     crash_at: str | None = env(
         "TORGHUT_CRASH_AT",
@@ -371,3 +461,10 @@ class Settings(BaseSettings):
     @property
     def ta_signal_schema_id_set(self) -> frozenset[int]:
         return frozenset(int(part) for part in self.ta_signal_schema_ids.split(",") if part.strip())
+
+
+def load_settings() -> Settings:
+    """Settings from the environment and, when TORGHUT_SECRETS_DIR names a folder, its files.
+    Each process calls it once, at its entry point, and passes the result on."""
+    folder = os.environ.get("TORGHUT_SECRETS_DIR")
+    return Settings(_secrets_dir=folder) if folder else Settings()

@@ -34,6 +34,7 @@ from streams.domain import secrets
 from streams.domain.accounts import AccountConfigError, load_registry
 from streams.domain.freshness import FreshnessState
 from streams.domain.replay import ReplayRefused, ReplayScope, check_replay_accounts
+from streams.kafka_security import aiokafka_kwargs
 from streams.ownership import bootstrap_servers
 from streams.settings import Settings
 
@@ -143,7 +144,10 @@ async def replay(
         return EXIT_REFUSED
     ch = _open(settings)
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers(settings.kafka_brokers), acks="all", linger_ms=5
+        bootstrap_servers=bootstrap_servers(settings.kafka_brokers),
+        acks="all",
+        linger_ms=5,
+        **aiokafka_kwargs(settings),
     )
     await producer.start()
     try:

@@ -16,6 +16,7 @@ from faust.cli import AppCommand
 from streams.app import settings
 from streams.persistence import migrate
 from streams.persistence.dbcheck import check_database
+from streams.persistence.dsn import database_dsn
 
 ACTIONS = ("upgrade", "downgrade", "check", "current")
 
@@ -26,7 +27,11 @@ class db(AppCommand):  # type: ignore[misc]  # faust is untyped
     options = [
         click.argument("action", type=click.Choice(ACTIONS)),
         click.argument("target", required=False),
-        click.option("--revision", default=None, help="Revision for upgrade (default: head)."),
+        click.option(
+            "--revision",
+            default=None,
+            help="Revision for upgrade, or that check expects (default: head).",
+        ),
     ]
 
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
@@ -37,7 +42,7 @@ class db(AppCommand):  # type: ignore[misc]  # faust is untyped
 
 async def run(action: str, revision: str | None) -> int:
     """Execute one `db` action against DATABASE_URL; the process exit code."""
-    dsn = settings.database_url.get_secret_value()
+    dsn = database_dsn(settings)
     if action == "upgrade":
         await migrate.upgrade(dsn, revision or "head")
         click.echo(f"database at {', '.join(await migrate.current(dsn))}")
@@ -53,17 +58,19 @@ async def run(action: str, revision: str | None) -> int:
         current = ", ".join(await migrate.current(dsn)) or "none"
         click.echo(f"database: {current}; head: {', '.join(migrate.heads())}")
         return 0
-    return await check(dsn)
+    return await check(dsn, revision)
 
 
-async def check(dsn: str) -> int:
-    result = await check_database(dsn, multi_account_enabled=settings.multi_account_enabled)
+async def check(dsn: str, revision: str | None = None) -> int:
+    result = await check_database(
+        dsn, multi_account_enabled=settings.multi_account_enabled, target=revision
+    )
     for note in result.notes:
         click.echo(f"note: {note}")
     for problem in result.problems:
         click.echo(f"PROBLEM: {problem}", file=sys.stdout)
     if result.ok:
-        click.echo(f"ok: database at head {', '.join(result.heads)}; schema matches the models")
+        click.echo(f"ok: database at {', '.join(result.current)}; schema matches the models")
         return 0
     click.echo(f"db check failed: {len(result.problems)} problem(s)", err=True)
     return 1

@@ -21,6 +21,7 @@ from schemas.codecs import encode_ta_signal_avro
 from schemas.ta_signal import TaSignal
 from streams.app import app, settings
 from streams.demo import DEFAULT_PRICES, synthetic_signals
+from streams.kafka_security import aiokafka_kwargs
 from streams.ownership import bootstrap_servers
 
 
@@ -51,7 +52,9 @@ async def demo_feed(
     """Feed synthetic TA signals (and simulator prices) for the local demo."""
     names = [s.strip() for s in symbols.split(",") if s.strip()]
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers(settings.kafka_brokers), linger_ms=5
+        bootstrap_servers=bootstrap_servers(settings.kafka_brokers),
+        linger_ms=5,
+        **aiokafka_kwargs(settings),
     )
     await producer.start()
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))

@@ -18,6 +18,7 @@ from faust.cli import AppCommand, option
 
 from streams.app import app, settings
 from streams.compat import AgentsCommand
+from streams.kafka_security import aiokafka_kwargs
 from streams.observability.changelog import read_table_state
 from streams.observability.inspection import (
     LANE_HEADERS,
@@ -77,7 +78,11 @@ async def lanes(self: AppCommand, urls: Sequence[str], as_json: bool) -> None:
 
 
 async def group_lag() -> list[PartitionLag]:
-    async with BrokerLagReader(bootstrap_servers(settings.kafka_brokers), group_id(app)) as reader:
+    async with BrokerLagReader(
+        bootstrap_servers(settings.kafka_brokers),
+        group_id(app),
+        security=aiokafka_kwargs(settings),
+    ) as reader:
         return await reader.read(agent_topics(app))
 
 
@@ -110,7 +115,9 @@ def ledger_table() -> Any:
 async def ledger_entries(account: str, decision_hash: str | None) -> list[dict[str, Any]]:
     table = ledger_table()
     topic = table.changelog_topic.get_topic_name()
-    state = await read_table_state(bootstrap_servers(settings.kafka_brokers), topic)
+    state = await read_table_state(
+        bootstrap_servers(settings.kafka_brokers), topic, security=aiokafka_kwargs(settings)
+    )
     out = []
     for raw_key, raw_value in state.items():
         key = jsonable(

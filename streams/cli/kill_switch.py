@@ -16,6 +16,7 @@ from faust.cli import option
 from schemas.codecs import encode_control
 from schemas.control import ControlCommand, control_key
 from streams.app import app, settings
+from streams.kafka_security import aiokafka_kwargs
 from streams.ownership import bootstrap_servers
 
 
@@ -36,7 +37,9 @@ def build_command(
 
 async def publish(command: ControlCommand) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers(settings.kafka_brokers), acks="all"
+        bootstrap_servers=bootstrap_servers(settings.kafka_brokers),
+        acks="all",
+        **aiokafka_kwargs(settings),
     )
     await producer.start()
     try:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -33,12 +34,14 @@ class ControlFeed:
         book: KillSwitchBook,
         *,
         client_id: str = "torghut-control",
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self.topic = topic
         self.book = book
         self.caught_up = asyncio.Event()
         self.errors = 0
         self._bootstrap = bootstrap_servers
+        self._security = dict(security or {})  # `streams.kafka_security.aiokafka_kwargs`
         self._client_id = client_id
         self._listeners: list[ChangeListener] = []
         self._warned = False
@@ -67,6 +70,7 @@ class ControlFeed:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=100,
+            **self._security,
         )
         consumer.subscribe(topics=[self.topic])
         await consumer.start()

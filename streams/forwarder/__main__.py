@@ -10,7 +10,7 @@ import signal
 
 from streams.forwarder.runner import forward_until_stopped
 from streams.observability.logging import install
-from streams.settings import Settings
+from streams.settings import Settings, load_settings
 
 
 async def _main(settings: Settings) -> None:
@@ -22,7 +22,7 @@ async def _main(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings()
     install(settings.log_format, settings.log_level)
     asyncio.run(_main(settings))
 

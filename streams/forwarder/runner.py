@@ -6,6 +6,7 @@ import asyncio
 
 from streams.domain.accounts import Account, load_registry
 from streams.forwarder.service import ForwarderTopics, TradeUpdatesForwarder
+from streams.kafka_security import aiokafka_kwargs
 from streams.ownership import bootstrap_servers
 from streams.settings import Settings
 from streams.topics import account_updates_topic_name
@@ -32,7 +33,10 @@ def build_forwarder(
         reconcile=reconcile_topic,
     )
     return TradeUpdatesForwarder(
-        forwarded_accounts(settings), bootstrap_servers(settings.kafka_brokers), topics
+        forwarded_accounts(settings),
+        bootstrap_servers(settings.kafka_brokers),
+        topics,
+        aiokafka_kwargs(settings),
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -166,7 +166,11 @@ class TradeUpdatesForwarder:
     """All accounts' forwarders on one Kafka producer; `run()` until `stop` is set."""
 
     def __init__(
-        self, accounts: Sequence[Account], bootstrap_servers: str, topics: ForwarderTopics
+        self,
+        accounts: Sequence[Account],
+        bootstrap_servers: str,
+        topics: ForwarderTopics,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         if topics.v2 is None and topics.v1 is None:
             raise ValueError("the forwarder needs a v2 or a v1 trade-updates topic")
@@ -177,6 +181,7 @@ class TradeUpdatesForwarder:
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
+            **(security or {}),  # `streams.kafka_security.aiokafka_kwargs`
         )
         self.forwarders: list[AccountForwarder] = []
 

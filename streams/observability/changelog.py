@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -12,7 +14,10 @@ READ_TIMEOUT_SECONDS = 30.0
 
 
 async def read_table_state(
-    bootstrap: str, topic: str, timeout: float = READ_TIMEOUT_SECONDS
+    bootstrap: str,
+    topic: str,
+    timeout: float = READ_TIMEOUT_SECONDS,
+    security: Mapping[str, Any] | None = None,
 ) -> dict[bytes, bytes]:
     """Latest value per key of a changelog topic (tombstones remove the key)."""
     consumer = AIOKafkaConsumer(
@@ -21,6 +26,7 @@ async def read_table_state(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
+        **(security or {}),  # `streams.kafka_security.aiokafka_kwargs`
     )
     await consumer.start()
     try:

@@ -51,8 +51,15 @@ def lag_seconds(next_record_timestamp_ms: int | None, lag: int, now: datetime) -
 class BrokerLagReader:
     """Reads one consumer group's lag from the broker; never joins the group."""
 
-    def __init__(self, bootstrap: str, group_id: str, client_id: str = "torghut-lag") -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        group_id: str,
+        client_id: str = "torghut-lag",
+        security: Mapping[str, Any] | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
+        self._security = dict(security or {})  # `streams.kafka_security.aiokafka_kwargs`
         self.group_id = group_id
         self._client_id = client_id
         self._admin: AIOKafkaAdminClient | None = None
@@ -62,7 +69,9 @@ class BrokerLagReader:
     async def start(self) -> None:
         if self._consumer is not None:
             return
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self._client_id)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap, client_id=self._client_id, **self._security
+        )
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             client_id=self._client_id,
@@ -70,6 +79,7 @@ class BrokerLagReader:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            **self._security,
         )
         await admin.start()
         try:

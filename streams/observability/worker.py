@@ -16,6 +16,7 @@ import faust
 from aiokafka import TopicPartition
 
 from streams.compat import actor_alive, agent_actors, table_recovery
+from streams.kafka_security import aiokafka_kwargs
 from streams.observability import metrics
 from streams.observability.lag import BrokerLagReader, PartitionLag
 from streams.observability.readiness import (
@@ -28,6 +29,7 @@ from streams.observability.readiness import (
 )
 from streams.observability.status import StatusBoard
 from streams.ownership import bootstrap_servers, lane_partitions
+from streams.persistence.dsn import database_dsn
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -114,7 +116,7 @@ class WorkerObservability:
         self._control_caught_up = control_caught_up
         self._reader: BrokerLagReader | None = None
         self._kafka = CachedProbe(self._kafka_probe)
-        self._pg = PostgresProbe(settings.database_url.get_secret_value())
+        self._pg = PostgresProbe(database_dsn(settings))
         self._postgres = CachedProbe(self._pg)
         self._configured = False
         self.last_lag: list[PartitionLag] = []
@@ -136,6 +138,7 @@ class WorkerObservability:
                 bootstrap_servers(self.settings.kafka_brokers),
                 group_id(self.app),
                 client_id=f"{self.settings.app_id}-observability",
+                security=aiokafka_kwargs(self.settings),
             )
             await reader.start()
             self._reader = reader

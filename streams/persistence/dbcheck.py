@@ -18,10 +18,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from streams.persistence import migrate
-from streams.persistence.dsn import sqlalchemy_url
+from streams.persistence.dsn import async_engine
 from streams.persistence.models import metadata
 
 log = logging.getLogger(__name__)
@@ -60,18 +59,25 @@ class CheckResult:
 
 
 async def check_database(
-    dsn: str, *, multi_account_enabled: bool, script_location: Path | None = None
+    dsn: str,
+    *,
+    multi_account_enabled: bool,
+    script_location: Path | None = None,
+    target: str | None = None,
 ) -> CheckResult:
-    """Run every check against `dsn`; a failure to connect is itself a named problem."""
+    """`target`: the revision the database must be at (default: the single head), e.g. 0002
+    while a rollout phase keeps the Phase 4 cleanup migration back. Runs every check against
+    `dsn`; a failure to connect is itself a named problem."""
     heads = migrate.heads(script_location)
+    target = None if target == "head" else target
     problems = list(_head_problems(heads))
     notes: list[str] = []
     current: tuple[str, ...] = ()
-    engine = create_async_engine(sqlalchemy_url(dsn), poolclass=sa.pool.NullPool)
+    engine = async_engine(dsn, poolclass=sa.pool.NullPool)
     try:
         async with engine.connect() as conn:
             current, live_problems, live_notes = await conn.run_sync(
-                _check_live, heads, multi_account_enabled
+                _check_live, (target,) if target else heads, multi_account_enabled
             )
         problems += live_problems
         notes += live_notes

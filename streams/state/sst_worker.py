@@ -21,6 +21,8 @@ from typing import Any
 import rocksdict
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.kafka_security import aiokafka_kwargs
+from streams.settings import load_settings
 from streams.state.plan import ReadRange, applied_after
 
 
@@ -101,6 +103,7 @@ async def run(job: Job) -> None:
         max_partition_fetch_bytes=job.max_partition_fetch_bytes,
         check_crcs=job.check_crcs,
         isolation_level=job.isolation_level,
+        **aiokafka_kwargs(load_settings()),  # from the environment the worker passed down
     )
     wanted = {
         TopicPartition(r["topic"], r["partition"]): ReadRange(r["start"], r["end"])

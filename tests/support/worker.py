@@ -34,6 +34,10 @@ class Worker:
             "TORGHUT_BROKER_SESSION_TIMEOUT_SECONDS": "6",
             "TORGHUT_LOG_FORMAT": "text",
             "PYTHONUNBUFFERED": "1",
+            # The local stack has one broker (stack/stack.py writes the same into its env file).
+            "TORGHUT_TOPIC_REPLICATION_FACTOR": os.environ.get(
+                "TORGHUT_TOPIC_REPLICATION_FACTOR", "1"
+            ),
             **env,
         }
         self.proc: subprocess.Popen[str] | None = None

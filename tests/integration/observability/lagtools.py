@@ -24,7 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.stack import ROOT, StackInfo, free_port
 
-KAFKA_LIBS = ROOT / ".cache" / "kafka" / "libs"
+# The jars of the broker the stack runs (stack/stack.py: one folder per TORGHUT_KAFKA_VERSION).
+KAFKA_LIBS = (
+    ROOT / ".cache" / "kafka" / (os.environ.get("TORGHUT_KAFKA_VERSION") or "3.9.1") / "libs"
+)
 Offsets = dict[tuple[str, int], tuple[int | None, int]]
 
 

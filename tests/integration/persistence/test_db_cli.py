@@ -41,3 +41,14 @@ async def test_db_upgrade_then_check_names_a_dropped_column(pg_dsn: str) -> None
     assert checked.returncode == 1
     assert "PROBLEM: missing column execution_tca_metrics.divergence_bps" in checked.stdout
     assert "postgres@" not in checked.stdout + checked.stderr  # the DSN never leaks
+
+
+async def test_db_check_at_a_phase_revision(pg_dsn: str) -> None:
+    """Rollout phases 0-3 keep the Phase 4 cleanup (0003) back: `db check --revision 0002`."""
+    assert faust_db(pg_dsn, "upgrade", "--revision", "0002").returncode == 0
+    at_phase = faust_db(pg_dsn, "check", "--revision", "0002")
+    assert at_phase.returncode == 0, at_phase.stdout + at_phase.stderr
+    assert "ok: database at 0002" in at_phase.stdout
+    at_head = faust_db(pg_dsn, "check")
+    assert at_head.returncode == 1
+    assert "database is at 0002 but the head is 0003" in at_head.stdout
