@@ -211,6 +211,28 @@ class Lane:
             self.env.crash.point("before_commit")  # done, but the offset is not committed yet
         return entry
 
+    async def defer(self, decision: AccountDecision) -> LedgerEntry:
+        """No room in the lane now: record the decision, parked, without any broker call or
+        database write, so that its offset can be acked; the lane re-drives it later. Its
+        signal slot is claimed now (a refusal is recorded as the rejection)."""
+        self.status.record_decision(decision.decision_hash)
+        key = ledger_key(self.label, decision.decision_hash)
+        now = self.env.clock()
+        entry = self.env.ledger.get(key)
+        if entry is not None:  # known (redelivered or re-driven): its lane takes it up again
+            if entry.step is not Step.done:
+                self.parked.setdefault(entry.decision_hash, now)
+            return entry
+        entry = received(decision, now)
+        refused = self._claim_slot(decision)
+        if refused:
+            entry = entry.rejected(tuple(refused), now)
+            self.status.record_rejection(entry.decision_hash, refused)
+        parked = entry.parked(now, "lane busy: deferred", now)
+        await self._store(parked)  # acked after this: it must be in the ledger
+        self._track(parked)
+        return parked
+
     def _claim_slot(self, decision: AccountDecision) -> list[str]:
         """One decision per (account, symbol, timeframe, signal event time): the first one seen
         takes the slot; another one for the same slot is refused (and counted)."""

@@ -112,6 +112,12 @@ class LaneService:
             self._dirty_cursors.add(lane.label)
         return entry
 
+    async def defer(self, decision: AccountDecision) -> None:
+        """Park a decision its lane has no room for now (see `LanesRunner.defer`)."""
+        lane = self.lanes.get(decision.account_label)
+        if lane is not None:
+            await lane.defer(decision)
+
     # ---- re-driving parked decisions (the lanes timer sends them to the retry topic)
     def due_retries(self) -> list[AccountDecision]:
         now = self.clock()

@@ -147,3 +147,25 @@ async def test_a_submitting_write_not_acknowledged_in_time_parks_and_looks_up_fi
     assert entry.state is LedgerState.submitted
     assert r.broker.calls.index("lookup") < r.broker.calls.index("submit")
     assert r.broker.calls.count("submit") == 1
+
+
+async def test_a_deferred_decision_is_recorded_parked_and_later_trades_once(
+    tmp_path: Path,
+) -> None:
+    r = rig(tmp_path)
+    d = make_decision()
+    parked = await r.lane.defer(d)
+    assert parked.state is LedgerState.received and parked.retry_at is not None
+    assert r.broker.calls == [] and r.sink.rows == []  # no broker call, no database write
+    assert d.decision_hash in r.lane.parked
+    # Another decision for the same signal slot is refused when deferred too.
+    twin = make_decision(action="sell")
+    refused = await r.lane.defer(twin)
+    assert refused.state is LedgerState.rejected
+    assert refused.reasons == ("duplicate_signal_decision",)
+
+    entry = await r.lane.handle(d)  # re-driven
+    assert entry.state is LedgerState.submitted and r.broker.calls.count("submit") == 1
+    again = await r.lane.handle(twin)
+    assert again.state is LedgerState.rejected and again.persisted
+    assert r.broker.calls.count("submit") == 1
