@@ -336,6 +336,13 @@ class Settings(BaseSettings):
         "Refuse new orders (`ta_stale`) for symbols whose class has stale TA.",
     )
 
+    control_feed_stale_seconds: float = env(
+        "TORGHUT_CONTROL_FEED_STALE_SECONDS",
+        60.0,
+        "Lanes refuse new orders (`control_feed_stale`) when the control topic reader has not "
+        "advanced (read, or confirmed it is at the end) for this long.",
+    )
+
     # ---- testing and fault injection (never set in production)
     crash_at: str | None = env(
         "TORGHUT_CRASH_AT",

@@ -62,6 +62,7 @@ class LaneService:
         board: StatusBoard,
         disabled_strategies: frozenset[str] = frozenset(),
         ta_blocks_orders: Callable[[str, datetime], bool] = lambda symbol, now: False,
+        lane_refusals: Callable[[str], list[str]] = lambda label: [],
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
@@ -81,6 +82,7 @@ class LaneService:
             crash=CrashPoints(settings.crash_at, settings.data_path),
             clock=clock,
             ta_blocks_orders=ta_blocks_orders,
+            lane_refusals=lane_refusals,
         )
         self.lanes: dict[str, Lane] = {}
         for account in registry.enabled():

@@ -104,7 +104,9 @@ async def test_a_control_kill_and_the_age_guard_are_rechecked_after_the_write(
     r.ledger.hold["submitting"] = hold
     task = asyncio.create_task(r.lane.handle(d))
     await asyncio.sleep(0.05)
-    r.controls["kill"] = ControlCommand(scope="alpha", engaged=True, reason="ops", operator="test")
+    r.controls["kill"] = ControlCommand(
+        account="alpha", engaged=True, reason="ops", operator="test"
+    )
     r.clock.advance(3600)  # the write took long: the decision is stale too
     hold.set()
     entry = await task
@@ -169,3 +171,32 @@ async def test_a_deferred_decision_is_recorded_parked_and_later_trades_once(
     again = await r.lane.handle(twin)
     assert again.state is LedgerState.rejected and again.persisted
     assert r.broker.calls.count("submit") == 1
+
+
+async def test_an_undecodable_control_record_engages_its_scope_and_is_dead_lettered() -> None:
+    from aiokafka import ConsumerRecord
+
+    from streams.domain.kill_switch import KillSwitchBook
+    from streams.execution.control_feed import UNDECODABLE, ControlFeed
+
+    letters: list[tuple[str, int]] = []
+
+    async def dead_letter(reason: str, record: ConsumerRecord, error: BaseException) -> None:
+        letters.append((reason, record.offset))
+
+    now = [100.0]
+    book = KillSwitchBook()
+    feed = ControlFeed("x:1", "control", book, dead_letter=dead_letter, clock=lambda: now[0])
+    record = ConsumerRecord(
+        "control", 0, 7, 0, 0, b"kill_switch:alpha", b"{not json", None, 9, 9, []
+    )
+    await feed._apply(record)
+    engaged = book.engaged_for("alpha")
+    assert engaged is not None and engaged.reason == UNDECODABLE
+    assert book.engaged_for("beta") is None  # only the scope its key names
+    assert letters == [(UNDECODABLE, 7)]
+
+    feed._mark_caught_up()
+    assert feed.stale_for() == 0.0
+    now[0] += 90
+    assert feed.stale_for() == 90.0  # a stalled feed is noticed
