@@ -12,6 +12,7 @@ import faust
 from mode import BaseSignalT
 
 from streams.app import app, settings, topics
+from streams.errors import guarded
 
 
 @app.agent(topics.lane_input, name="lanes", concurrency=1)
@@ -31,12 +32,12 @@ async def tables_recovered(
 
 async def lanes_upkeep() -> None:
     """Re-drive parked decisions, resume after a rebalance, show controls, mirror cursors."""
-    await app.context.lanes_runner.upkeep()
+    await guarded("lanes-upkeep", app.context.lanes_runner.upkeep)
 
 
 async def refresh_account_snapshots() -> None:
     """Equity, buying power and positions of the lanes this worker owns."""
-    await app.context.lanes_runner.refresh_snapshots()
+    await guarded("account-snapshots", app.context.lanes_runner.refresh_snapshots)
 
 
 # Registered without decorator syntax: faust's `timer` decorator is untyped.

@@ -7,11 +7,12 @@ topic (and of the co-partitioned account-updates topic) runs its lane and reconc
 from __future__ import annotations
 
 from streams.app import app, settings
+from streams.errors import guarded
 
 
 async def reconcile_owned_accounts() -> None:
     """Every owned account concurrently, each bounded by its own time budget."""
-    await app.context.reconciliation.reconcile_owned()
+    await guarded("reconciler", app.context.reconciliation.reconcile_owned)
 
 
 # Registered without decorator syntax: faust's `timer` decorator is untyped.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import faust
 
@@ -29,6 +29,7 @@ from streams.domain.freshness import FreshnessState
 from streams.domain.kill_switch import KillSwitchBook
 from streams.domain.strategy.catalog import build_runtime, load_catalog
 from streams.domain.strategy.registry import StrategyConfigError
+from streams.execution.control_feed import STALE as CONTROL_FEED_STALE
 from streams.execution.control_feed import ControlFeed
 from streams.execution.orchestration import LanesRunner
 from streams.execution.persist import LaneSink
@@ -117,6 +118,7 @@ class WorkerContext:
         self.brokers = BrokerPool(settings)
         enabled = [account.label for account in self.registry.enabled()]
         self.flags: FlagService = build_flag_service(settings, lane_labels(settings, enabled))
+        self.dead_letters = DeadLetters.for_settings(topics.dlq, settings)
         self.control_book = KillSwitchBook()
         self.control_feed = ControlFeed(
             bootstrap_servers(settings.kafka_brokers),
@@ -124,8 +126,8 @@ class WorkerContext:
             self.control_book,
             client_id=f"{settings.app_id}-control",
             security=aiokafka_kwargs(settings),
+            dead_letter=self._dead_letter_control,
         )
-        self.dead_letters = DeadLetters.for_settings(topics.dlq, settings)
         self.clickhouse = ClickHouseServices(
             settings,
             self.freshness,
@@ -203,7 +205,27 @@ class WorkerContext:
             board=self.board,
             disabled_strategies=self._disabled_strategies,
             ta_blocks_orders=self.freshness.blocks_orders,
+            lane_refusals=self._lane_refusals,
         )
+
+    async def _dead_letter_control(self, reason: str, record: Any, error: BaseException) -> None:
+        await self.dead_letters.send(
+            reason=reason,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            error=error,
+        )
+
+    def _lane_refusals(self, label: str) -> list[str]:
+        """Refusals of every lane at the last moment: a stalled control feed (and, once it
+        exists, the trading state of issue #17)."""
+        stale = self.control_feed.stale_for()
+        if stale is not None and stale > self.settings.control_feed_stale_seconds:
+            return [CONTROL_FEED_STALE]
+        return []
 
     async def _refresh_snapshot(self, label: str) -> None:
         """The reconciler refreshes a snapshot through the lanes (one request budget)."""

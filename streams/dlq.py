@@ -11,13 +11,18 @@ Usage in an agent (values arrive as raw bytes; `dead_letters` comes from the wor
 
 The record keeps the reason, the source topic/partition/offset, the key and the raw value (base64
 in JSON), and a scrubbed, truncated error text. Every dead letter is counted in
-`torghut_dead_letters_total{reason,topic}`. Publishing never raises: when the DLQ itself cannot
-be written the failure is logged and counted, and the agent still moves on.
+`torghut_dead_letters_total{reason,topic}`. A dead letter is awaited until Kafka acknowledged it
+(bounded retries). When it cannot be delivered either, the app's writer stops the worker
+(`streams.errors.exit_worker`) before the agent acks the record: it comes back after the restart
+instead of being lost. `produce` is the guarded send of the agents' own output records.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from faust.types import EventT
@@ -27,6 +32,7 @@ from pydantic import BaseModel
 from schemas.codecs import encode_dead_letter
 from schemas.dead_letter import MAX_ERROR_CHARS, MAX_RAW_BYTES, DeadLetter
 from streams.domain import secrets
+from streams.errors import exit_worker, is_poison, reason_code, retry
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +80,59 @@ class Sink(Protocol):
     async def send(self, *, key: bytes | None, value: bytes) -> Any: ...
 
 
+DELIVERY_TIMEOUT_SECONDS = 30.0  # one produce attempt, until Kafka acknowledged the record
+
+
+async def delivered(send: Callable[[], Awaitable[Any]], timeout: float) -> Any:
+    """`send()` and, when it hands back a delivery future (faust's FutureMessage), its ack."""
+    result = await send()
+    if inspect.isawaitable(result):
+        return await asyncio.wait_for(asyncio.shield(result), timeout)
+    return result
+
+
+def _log_only(reason: str) -> None:
+    log.error("worker would stop: %s", reason)
+
+
 class DeadLetters:
     """The worker's dead-letter writer: one per process, over the app's DLQ topic handle."""
 
-    def __init__(self, topic: Sink, app_id: str | None = None) -> None:
+    def __init__(
+        self,
+        topic: Sink,
+        app_id: str | None = None,
+        *,
+        on_undeliverable: Callable[[str], None] = _log_only,
+        delivery_timeout: float = DELIVERY_TIMEOUT_SECONDS,
+    ) -> None:
         self._topic = topic
         self._app_id = app_id
+        self._on_undeliverable = on_undeliverable
+        self._delivery_timeout = delivery_timeout
 
     @classmethod
     def for_settings(cls, topic: Sink, settings: BaseModel) -> DeadLetters:
-        """The app's writer: the settings' secrets are scrubbed from every error text."""
+        """The app's writer: the settings' secrets are scrubbed from every error text, and a
+        dead letter that cannot be delivered stops the worker (the record is not acked)."""
         secrets.register_model(settings)
-        return cls(topic, getattr(settings, "app_id", None))
+        return cls(topic, getattr(settings, "app_id", None), on_undeliverable=exit_worker)
+
+    async def produce(
+        self, event: EventT[Any], send: Callable[[], Awaitable[Any]], what: str
+    ) -> bool:
+        """A guarded send of an agent's output for `event`, awaited to delivery with bounded
+        retries. A record Kafka refuses for itself (too large) is dead-lettered with the reason
+        (False); any other failure stops the worker before `event` is acked."""
+        try:
+            await retry(lambda: delivered(send, self._delivery_timeout), what, attempts=3)
+        except Exception as exc:
+            if is_poison(exc):
+                await self.event(event, f"produce_failed:{reason_code(exc)}", exc)
+                return False
+            self._on_undeliverable(f"produce_failed: {what}: {type(exc).__name__}")
+            raise
+        return True
 
     async def send(
         self,
@@ -124,15 +171,24 @@ class DeadLetters:
                 "error": letter.error,
             },
         )
+        encoded = encode_dead_letter(letter)
         try:
-            await self._topic.send(key=letter.key, value=encode_dead_letter(letter))
-        except Exception as exc:  # noqa: BLE001 - a broken DLQ must not stop the agent
+            await retry(
+                lambda: delivered(
+                    lambda: self._topic.send(key=letter.key, value=encoded),
+                    self._delivery_timeout,
+                ),
+                "dead letter",
+                attempts=3,
+            )
+        except Exception as exc:  # noqa: BLE001 - see the module docstring
             DEAD_LETTER_FAILURES.labels(reason=letter.reason, topic=topic).inc()
             log.error(
                 "dead letter not written: %s",
                 secrets.scrub_error(exc),
                 extra={"dlq_reason": letter.reason, "source_topic": topic},
             )
+            self._on_undeliverable(f"dead_letter_undeliverable: {letter.reason} from {topic}")
 
     async def event(
         self, event: EventT[Any], reason: str, error: str | BaseException | None = None

@@ -446,6 +446,12 @@ class Settings(BaseSettings):
         "Folder of files named like settings (e.g. `APCA_API_KEY_ID`, `TRADING_ACCOUNTS_JSON`), "
         "each read as that setting's value (mounted Secrets); environment variables win.",
     )
+    control_feed_stale_seconds: float = env(
+        "TORGHUT_CONTROL_FEED_STALE_SECONDS",
+        60.0,
+        "Lanes refuse new orders (`control_feed_stale`) when the control topic reader has not "
+        "advanced (read, or confirmed it is at the end) for this long.",
+    )
 
     # ---- testing and fault injection (never set in production)
     crash_at: str | None = env(

@@ -106,19 +106,28 @@ class SignalHandler:
         except Exception as exc:  # noqa: BLE001 - bad input must never stop the agent
             await self._dead_letters.event(event, "signal_processing_error", exc)
         else:
-            await self.publish(decisions)
+            if not await self.publish(event, decisions):
+                return  # refused by Kafka for itself: dead-lettered, the watermark stays
         # Advanced only after the decisions are acknowledged: a crash before this line
         # redelivers the signal (duplicates are harmless, the lanes dedupe by hash).
         if replay is None:
             self._watermarks.advance(signal, produced_decisions=bool(decisions))
 
-    async def publish(self, decisions: list[AccountDecision]) -> None:
-        """Send the signal's decisions together (key = account label) and wait for all acks."""
+    async def publish(self, event: faust.EventT[bytes], decisions: list[AccountDecision]) -> bool:
+        """Send the signal's decisions together (key = account label) and wait for all acks
+        (guarded: a decision Kafka refuses dead-letters the signal, False; Kafka unavailable
+        beyond the retries stops the worker before the signal is acked)."""
         if not decisions:
-            return
-        pending: list[Any] = [
-            await self._decisions.send(key=d.account_label.encode(), value=encode_decision(d))
-            for d in decisions
-        ]
-        await asyncio.gather(*pending)
+            return True
+
+        async def send_all() -> Any:
+            pending: list[Any] = [
+                await self._decisions.send(key=d.account_label.encode(), value=encode_decision(d))
+                for d in decisions
+            ]
+            return asyncio.gather(*pending)
+
+        if not await self._dead_letters.produce(event, send_all, "decisions"):
+            return False
         SignalPipeline.record_emitted(decisions)
+        return True

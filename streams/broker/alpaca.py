@@ -15,7 +15,8 @@
   with 100 accounts, timers that fan out to every account (reconcile, snapshots) would otherwise
   run hundreds of threads, and their fight for the GIL starves the event loop (missed heartbeats,
   a rebalance). A call that gets no slot within its timeout fails with `rate_limit` (nothing
-  was sent).
+  was sent). Each account first takes one of its own `account_slots` (as many as its threads),
+  so an account whose broker hangs holds at most that many of the shared slots, never all.
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ class AlpacaBroker:
         max_token_wait: float = 0.5,
         call_slots: asyncio.Semaphore | None = None,
     ) -> None:
+        # The account's own share of the call slots: one per thread of its executor.
+        self._own_slots = asyncio.Semaphore(max_workers)
         self.label = account.label
         self._timeout = timeout_seconds
         # Typed Any: with raw_data=True alpaca-py returns dicts where its hints say models.
@@ -145,14 +148,31 @@ class AlpacaBroker:
             raise BrokerError(ErrorClass.rate_limit, message="local request budget exhausted")
 
     async def _take_slot(self) -> None:
+        """The account's own slot, then a shared one, both within the call's timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        try:
+            await asyncio.wait_for(self._own_slots.acquire(), self._timeout)
+        except TimeoutError:
+            raise BrokerError(
+                ErrorClass.rate_limit, message="no broker call slot of the account free in time"
+            ) from None
         if self._slots is None:
             return
         try:
-            await asyncio.wait_for(self._slots.acquire(), self._timeout)
-        except TimeoutError:
-            raise BrokerError(
-                ErrorClass.rate_limit, message="no broker call slot free in time"
-            ) from None
+            await asyncio.wait_for(self._slots.acquire(), max(0.0, deadline - loop.time()))
+        except BaseException as exc:
+            self._own_slots.release()
+            if isinstance(exc, TimeoutError):
+                raise BrokerError(
+                    ErrorClass.rate_limit, message="no broker call slot free in time"
+                ) from None
+            raise
+
+    def _release_slot(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+        self._own_slots.release()
 
     async def _call(self, call: str, fn: Callable[[], T]) -> T:
         await self._take_token()
@@ -168,8 +188,7 @@ class AlpacaBroker:
                 except Exception as exc:  # noqa: BLE001 - every failure becomes a BrokerError
                     raise classify(exc) from None
         finally:
-            if self._slots is not None:
-                self._slots.release()
+            self._release_slot()
 
     # ---- orders
     async def submit_order(self, plan: OrderPlan) -> Order:

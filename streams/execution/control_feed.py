@@ -5,25 +5,35 @@ worker that may run the lane. So each worker assigns itself every partition, rep
 compacted history (the current state), and then follows new commands as they arrive (≈100 ms).
 `caught_up` is set once the replay reached the end offsets seen at start: lanes do not submit
 before it, so a restart never trades through an engaged switch.
+
+Fail safe: an undecodable record whose key names a scope engages that scope
+(`undecodable_control_record`) and is dead-lettered. `advanced_at` is when the feed last read
+(or confirmed it is at the end of) the topic: a feed that stalls after catch-up is noticed
+(`stale_for`), and past a bound the lanes refuse new orders (`control_feed_stale`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from schemas.codecs import DecodeError, decode_control
-from schemas.control import ControlCommand
+from schemas.control import ControlCommand, ControlKind
 from streams.domain.kill_switch import KillSwitchBook, scope_of_key
 
 log = logging.getLogger(__name__)
 
 # (command or None for a tombstone, scope, live): `live` is False during the start-up replay.
 ChangeListener = Callable[[ControlCommand | None, str, bool], None]
+# (reason, record) → the record dead-lettered
+DeadLetterRecord = Callable[[str, ConsumerRecord, BaseException], Awaitable[None]]
+UNDECODABLE = "undecodable_control_record"
+STALE = "control_feed_stale"
 
 
 class ControlFeed:
@@ -35,11 +45,17 @@ class ControlFeed:
         *,
         client_id: str = "torghut-control",
         security: Mapping[str, Any] | None = None,
+        dead_letter: DeadLetterRecord | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topic = topic
         self.book = book
         self.caught_up = asyncio.Event()
         self.errors = 0
+        self._dead_letter = dead_letter
+        self._clock = clock
+        self.advanced_at: float | None = None  # last read (or seen at the end), monotonic
+        self.lag = 0  # records behind the end, as of the last check
         self._bootstrap = bootstrap_servers
         self._security = dict(security or {})  # `streams.kafka_security.aiokafka_kwargs`
         self._client_id = client_id
@@ -80,11 +96,15 @@ class ControlFeed:
                 batch = await consumer.getmany(timeout_ms=200)
                 for records in batch.values():
                     for record in records:
-                        self._apply(record)
+                        await self._apply(record)
+                if batch:
+                    self.advanced_at = self._clock()
                 if not self.caught_up.is_set():
                     end = end or await self._end_offsets(consumer)
                     if end is not None and await self._reached(consumer, end):
                         self._mark_caught_up()
+                else:
+                    await self._check_lag(consumer)
         finally:
             await consumer.stop()
 
@@ -105,12 +125,32 @@ class ControlFeed:
                 return False
         return True
 
+    async def _check_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Records behind the end; at the end, the feed counts as advanced (it is current)."""
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return
+        end = await consumer.end_offsets(assigned)
+        lag = 0
+        for tp in assigned:
+            lag += max(0, end[tp] - await consumer.position(tp))
+        self.lag = lag
+        if lag == 0:
+            self.advanced_at = self._clock()
+
+    def stale_for(self) -> float | None:
+        """Seconds since the feed last advanced (None before its first catch-up)."""
+        if not self.caught_up.is_set() or self.advanced_at is None:
+            return None
+        return max(0.0, self._clock() - self.advanced_at)
+
     def _mark_caught_up(self) -> None:
         if not self.caught_up.is_set():
             log.info("control topic replayed", extra={"kill_switches": self.book.as_dict()})
+            self.advanced_at = self._clock()
             self.caught_up.set()
 
-    def _apply(self, record: ConsumerRecord) -> None:
+    async def _apply(self, record: ConsumerRecord) -> None:
         live = self.caught_up.is_set()
         if record.value is None:
             scope = scope_of_key(record.key)
@@ -120,15 +160,7 @@ class ControlFeed:
         try:
             command = decode_control(record.value)
         except DecodeError as exc:
-            self.errors += 1
-            log.warning(
-                "undecodable control record skipped",
-                extra={
-                    "reason": exc.reason,
-                    "partition": record.partition,
-                    "offset": record.offset,
-                },
-            )
+            await self._undecodable(record, exc, live)
             return
         if self.book.apply(command):
             log.info(
@@ -138,6 +170,29 @@ class ControlFeed:
                 extra={"reason": command.reason, "operator": command.operator, "live": live},
             )
             self._notify(command, command.scope, live)
+
+    async def _undecodable(self, record: ConsumerRecord, exc: DecodeError, live: bool) -> None:
+        """Fail safe: the scope its key names is engaged (what it said is unknown, and it may
+        have been an engage); the record is dead-lettered either way."""
+        self.errors += 1
+        scope = scope_of_key(record.key)
+        log.error(
+            "undecodable control record%s",
+            f"; kill switch engaged for {scope}" if scope else " (its key names no scope)",
+            extra={"reason": exc.reason, "partition": record.partition, "offset": record.offset},
+        )
+        if scope is not None:
+            command = ControlCommand(
+                kind=ControlKind.kill_switch,
+                account=None if scope == "*" else scope,
+                engaged=True,
+                operator="torghut-streams",
+                reason=UNDECODABLE,
+            )
+            if self.book.apply(command):
+                self._notify(command, command.scope, live)
+        if self._dead_letter is not None:
+            await self._dead_letter(UNDECODABLE, record, exc)
 
     def _notify(self, command: ControlCommand | None, scope: str, live: bool) -> None:
         for listener in self._listeners:

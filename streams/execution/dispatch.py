@@ -14,11 +14,17 @@ so acking out of order is not safe; releasing a prefix is. An item whose work fa
 cancelled is never released (nor is anything after it): it comes back after a restart, and the
 lane's idempotent effects make the redelivery harmless.
 
-Bounds, beyond which the reader waits (as the serial agent did): at most `max_per_key` items of
-one key are submitted and unfinished (a short queue behind the running one), and at most
-`max_pending` are unreleased in all. A rebalance waits for every unacknowledged message (faust's
-`wait_empty`), so a backlog of one account must not pile up in its chain; and a slow account
-holds back the release of at most `max_pending` items of the others (their work still goes on).
+Release order is kept per *stream* (the caller passes the item's topic partition): faust
+commits each partition on its own, so a slow account holds back the acks of its own partition
+only, never those of accounts on other partitions.
+
+Bounds: at most `max_per_key` items of one key are submitted and unfinished (a short queue
+behind the running one). A key that is full does not make the reader wait when an `overflow`
+is given: the item runs `overflow` instead, at once and outside the key's chain (the lanes park
+the decision durably and re-drive it later), so one slow account never stops the reader, and
+with it every other account. At most `max_pending` are unreleased in all (beyond that the reader
+waits). A rebalance waits for every unacknowledged message (faust's `wait_empty`), which the
+per-key bound keeps short.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class KeyedDispatcher(Generic[T]):
         *,
         max_pending: int,
         max_per_key: int = 2,
+        overflow: Callable[[T], Awaitable[None]] | None = None,
     ) -> None:
         if max_pending < 1 or max_per_key < 1:
             raise ValueError("max_pending and max_per_key must be at least 1")
@@ -57,51 +64,65 @@ class KeyedDispatcher(Generic[T]):
         self._release = release
         self._max_pending = max_pending
         self._max_per_key = max_per_key
+        self._overflow = overflow
         self._unfinished: dict[Hashable, int] = {}  # per key: submitted, not finished
-        self._pending: deque[_Slot[T]] = deque()  # submitted, not yet released, in order
+        # per stream: submitted, not yet released, in submission order
+        self._pending: dict[Hashable, deque[_Slot[T]]] = {}
+        self._count = 0  # unreleased items, all streams
         self._tails: dict[Hashable, _Slot[T]] = {}  # the last slot of each key
         self._room = asyncio.Event()
-        self._releasing = False
+        self._releasing: set[Hashable] = set()
         self._failure: BaseException | None = None
+        self.overflowed = 0  # items that ran `overflow` (a full key)
 
     @property
     def pending(self) -> int:
         """Items submitted and not yet released."""
-        return len(self._pending)
+        return self._count
 
-    async def submit(self, key: Hashable, item: T) -> None:
-        """Start `item` after the previous item of `key`; waits while `max_pending` are out.
+    def key_full(self, key: Hashable) -> bool:
+        return self._unfinished.get(key, 0) >= self._max_per_key
+
+    async def submit(self, key: Hashable, item: T, stream: Hashable = None) -> None:
+        """Start `item` after the previous item of `key` (or, the key being full, its
+        `overflow` at once); waits while `max_pending` are out. `stream` is the release order
+        the item belongs to (its topic partition).
 
         Raises the first failure of any earlier item (as the serial agent would have)."""
         self._raise_failure()
-        while (
-            len(self._pending) >= self._max_pending
-            or self._unfinished.get(key, 0) >= self._max_per_key
-        ):
+        while self._count >= self._max_pending or (self._overflow is None and self.key_full(key)):
             self._room.clear()
             await self._room.wait()
             self._raise_failure()
-        self._unfinished[key] = self._unfinished.get(key, 0) + 1
         slot: _Slot[T] = _Slot(item)
+        self._pending.setdefault(stream, deque()).append(slot)
+        self._count += 1
+        if self._overflow is not None and self.key_full(key):
+            self.overflowed += 1
+            slot.task = asyncio.create_task(self._run_overflow(stream, slot, self._overflow))
+            return
+        self._unfinished[key] = self._unfinished.get(key, 0) + 1
         before = self._tails.get(key)
         self._tails[key] = slot
-        self._pending.append(slot)
-        slot.task = asyncio.create_task(self._run(key, slot, before))
+        slot.task = asyncio.create_task(self._run(key, stream, slot, before))
 
     async def drain(self) -> None:
         """Wait until every item submitted so far is finished and released (or one failed)."""
-        while self._pending and self._failure is None:
+        while self._count and self._failure is None:
             self._room.clear()
             await self._room.wait()
         self._raise_failure()
 
     def close(self) -> None:
         """Cancel unfinished work (shutdown): nothing unfinished is ever released."""
-        for slot in self._pending:
-            if slot.task is not None and not slot.task.done():
-                slot.task.cancel()
+        for slots in self._pending.values():
+            for slot in slots:
+                if slot.task is not None and not slot.task.done():
+                    slot.task.cancel()
 
-    async def _run(self, key: Hashable, slot: _Slot[T], before: _Slot[T] | None) -> None:
+    async def _run(
+        self, key: Hashable, stream: Hashable, slot: _Slot[T], before: _Slot[T] | None
+    ) -> None:
         try:
             if before is not None and before.task is not None:
                 await asyncio.wait([before.task])
@@ -110,11 +131,8 @@ class KeyedDispatcher(Generic[T]):
             await self._work(slot.item)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            log.exception("lane work failed; it and everything after it stay unacknowledged")
-            if self._failure is None:
-                self._failure = exc
-            self._room.set()
+        except Exception as exc:  # noqa: BLE001 - held, and raised to the reader (submit)
+            self._failed(exc)
             return
         slot.finished = True
         if self._tails.get(key) is slot:
@@ -123,18 +141,43 @@ class KeyedDispatcher(Generic[T]):
         if left:
             self._unfinished[key] = left
         self._room.set()
-        await self._release_finished()
+        await self._release_finished(stream)
 
-    async def _release_finished(self) -> None:
-        """Release the finished prefix, in order; one releaser at a time."""
-        if self._releasing:
-            return  # the running releaser re-checks the head after every release
-        self._releasing = True
+    async def _run_overflow(
+        self, stream: Hashable, slot: _Slot[T], overflow: Callable[[T], Awaitable[None]]
+    ) -> None:
         try:
-            while self._pending and self._pending[0].finished:
-                await self._release(self._pending.popleft().item)
+            await overflow(slot.item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - held, and raised to the reader (submit)
+            self._failed(exc)
+            return
+        slot.finished = True
+        self._room.set()
+        await self._release_finished(stream)
+
+    def _failed(self, exc: BaseException) -> None:
+        log.exception("lane work failed; it and everything after it stay unacknowledged")
+        if self._failure is None:
+            self._failure = exc
+        self._room.set()
+
+    async def _release_finished(self, stream: Hashable) -> None:
+        """Release the stream's finished prefix, in order; one releaser per stream."""
+        if stream in self._releasing:
+            return  # the running releaser re-checks the head after every release
+        self._releasing.add(stream)
+        slots = self._pending[stream]
+        try:
+            while slots and slots[0].finished:
+                item = slots.popleft().item
+                self._count -= 1
+                await self._release(item)
         finally:
-            self._releasing = False
+            self._releasing.discard(stream)
+            if not slots and self._pending.get(stream) is slots:
+                del self._pending[stream]
             self._room.set()
 
     def _raise_failure(self) -> None:

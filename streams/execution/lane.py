@@ -15,6 +15,7 @@ before it is submitted again. The broker's duplicate-client-id answer is the las
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from streams.domain.ledger import (
 )
 from streams.domain.risk import (
     STALE,
+    TA_STALE,
     FlagView,
     LaneContext,
     RiskPolicy,
@@ -44,8 +46,9 @@ from streams.domain.risk import (
     is_stale,
 )
 from streams.domain.sizing import AccountSnapshot, OrderPlan, size_order
+from streams.errors import is_poison, reason_code
 from streams.execution.crash import CrashPoints
-from streams.observability.metrics import SLOT_CONFLICTS
+from streams.observability.metrics import PERSIST_QUARANTINED, SLOT_CONFLICTS
 from streams.observability.status import LaneStatus
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,8 @@ log = logging.getLogger(__name__)
 UNAUTHORIZED = "broker_unauthorized"
 DUPLICATE_SIGNAL_DECISION = "duplicate_signal_decision"
 ACCOUNT_MISMATCH = "account_mismatch"
+PERSIST_FAILED = "persist_failed"  # persist_failed:<sqlstate>: Postgres refused the decision's row
+DURABLE_TIMEOUT_SECONDS = 10.0  # longest wait for a ledger write to be acknowledged by Kafka
 MAX_STEPS = 8  # a pass makes at most plan, persist, submit, persist: bounded by construction
 SNAPSHOT_MAX_AGE = timedelta(minutes=15)  # older than this, refresh before sizing
 # Definitive answers about one order: the decision is rejected with the broker's code.
@@ -147,6 +152,11 @@ class LaneEnv:
     clock: Callable[[], datetime] = utc_now
     # Whether TA for a symbol is too stale to trade (`ta_stale`); the freshness check feeds it.
     ta_blocks_orders: Callable[[str, datetime], bool] = lambda symbol, now: False
+    # Extra refusals of a lane at the last moment, e.g. the trading state (active / reducing /
+    # halted, issue #17) or a stale control feed: reasons, or an empty list.
+    lane_refusals: Callable[[str], list[str]] = lambda label: []
+    # A durable ledger write not acknowledged within this long parks a `submitting` entry.
+    durable_timeout: float = DURABLE_TIMEOUT_SECONDS
 
 
 @dataclass
@@ -158,6 +168,10 @@ class Lane:
     snapshot: AccountSnapshot | None = None
     circuit: Backoff = field(default_factory=lambda: Backoff(1.0, 60.0))
     auth: Backoff = field(default_factory=lambda: Backoff(5.0, 300.0))
+    # Postgres down: its own backoff, never the broker circuit (and never a broker error).
+    database: Backoff = field(default_factory=lambda: Backoff(1.0, 30.0))
+    # Ledger writes not acknowledged in time (Kafka slow or down).
+    storage: Backoff = field(default_factory=lambda: Backoff(1.0, 30.0))
     parked: dict[str, datetime] = field(default_factory=dict)  # decision_hash → retry_at
     # The broker account number these keys reach, once checked against the label's pin.
     verified_account: str | None = None
@@ -197,6 +211,28 @@ class Lane:
             self.env.crash.point("before_commit")  # done, but the offset is not committed yet
         return entry
 
+    async def defer(self, decision: AccountDecision) -> LedgerEntry:
+        """No room in the lane now: record the decision, parked, without any broker call or
+        database write, so that its offset can be acked; the lane re-drives it later. Its
+        signal slot is claimed now (a refusal is recorded as the rejection)."""
+        self.status.record_decision(decision.decision_hash)
+        key = ledger_key(self.label, decision.decision_hash)
+        now = self.env.clock()
+        entry = self.env.ledger.get(key)
+        if entry is not None:  # known (redelivered or re-driven): its lane takes it up again
+            if entry.step is not Step.done:
+                self.parked.setdefault(entry.decision_hash, now)
+            return entry
+        entry = received(decision, now)
+        refused = self._claim_slot(decision)
+        if refused:
+            entry = entry.rejected(tuple(refused), now)
+            self.status.record_rejection(entry.decision_hash, refused)
+        parked = entry.parked(now, "lane busy: deferred", now)
+        await self._store(parked)  # acked after this: it must be in the ledger
+        self._track(parked)
+        return parked
+
     def _claim_slot(self, decision: AccountDecision) -> list[str]:
         """One decision per (account, symbol, timeframe, signal event time): the first one seen
         takes the slot; another one for the same slot is refused (and counted)."""
@@ -235,7 +271,14 @@ class Lane:
                 return await self._park(entry, ACCOUNT_MISMATCH)  # it may exist at the pinned one
             return await self._reject(entry, [ACCOUNT_MISMATCH])
         if self.verified_account is None:
-            return await self._park(entry, "account pin not verified yet (database unavailable)")
+            now = self.env.clock()
+            self.status.set_database_unavailable("account pin not verified")
+            until = self.database.until if self.database.active(now) else None
+            return await self._park(
+                entry,
+                "account pin not verified yet (database unavailable)",
+                until or self.database.fail(now),
+            )
         return None
 
     async def _drive(self, entry: LedgerEntry, started: float) -> LedgerEntry:
@@ -293,29 +336,87 @@ class Lane:
         if result.plan is None:
             return await self._reject(entry, result.reasons)
         planned = entry.planned(result.plan, self.env.clock())
-        await self.env.ledger.put(planned)
+        await self._store(planned)
         return planned
 
     async def _persist(self, entry: LedgerEntry) -> LedgerEntry:
         try:
             await self.env.sink.persist(entry)
-        except Exception as exc:  # noqa: BLE001 - the database being down parks, never resubmits
-            self.status.record_error("database", f"{type(exc).__name__}: {exc}")
-            log.warning(
-                "persisting a decision failed; will retry",
-                extra={"account": self.label, "decision_hash": entry.decision_hash},
-            )
-            return await self._park(entry, f"database: {type(exc).__name__}")
+        except Exception as exc:  # noqa: BLE001 - classified: poison row or database down
+            if is_poison(exc):
+                return await self._poison_row(entry, exc)
+            return await self._database_down(entry, exc)
+        self._database_ok()
         done = entry.marked_persisted()
         if done.terminal:  # a planned entry goes straight on to a step that writes it
             await self.env.ledger.put(done, durable=False)
         return done
 
+    async def _database_down(self, entry: LedgerEntry, exc: BaseException) -> LedgerEntry:
+        """Postgres unavailable: park on the database backoff (never the broker circuit)."""
+        now = self.env.clock()
+        until = self.database.until if self.database.active(now) else None
+        until = until or self.database.fail(now)
+        self.status.set_database_unavailable(f"{type(exc).__name__}")
+        log.warning(
+            "database unavailable; decision parked until %s",
+            until.isoformat(),
+            extra={"account": self.label, "decision_hash": entry.decision_hash},
+        )
+        return await self._park(entry, f"database: {type(exc).__name__}", until)
+
+    def _database_ok(self) -> None:
+        if self.database.failures:
+            self.database.ok()
+            self.status.set_database_unavailable(None)
+
+    async def _poison_row(self, entry: LedgerEntry, exc: BaseException) -> LedgerEntry:
+        """Postgres refused this decision's row for its data: only this decision is affected.
+        Not sent yet: rejected (`persist_failed:<sqlstate>`). Otherwise (sent, or the rejection
+        row refused too) the ledger entry is closed as it is, quarantined, and logged."""
+        reason = f"{PERSIST_FAILED}:{reason_code(exc)}"
+        PERSIST_QUARANTINED.labels(account=self.label).inc()
+        log.error(
+            "Postgres refused the decision's row (%s)",
+            reason,
+            extra={
+                "account": self.label,
+                "decision_hash": entry.decision_hash,
+                "state": entry.state.value,
+                "alpaca_order_id": entry.alpaca_order_id,
+            },
+        )
+        if entry.state in (LedgerState.received, LedgerState.planned):
+            rejected = await self._reject(entry, [reason])
+            try:
+                await self.env.sink.persist(rejected)
+            except Exception as again:  # noqa: BLE001 - classified below
+                if not is_poison(again):
+                    return await self._database_down(rejected, again)
+                return await self._quarantine(rejected, reason)
+            done = rejected.marked_persisted()
+            await self.env.ledger.put(done, durable=False)
+            return done
+        return await self._quarantine(entry, reason)
+
+    async def _quarantine(self, entry: LedgerEntry, reason: str) -> LedgerEntry:
+        """Close the entry without a Postgres row: the ledger keeps it (and the reason)."""
+        closed = entry.model_copy(
+            update={"persisted": True, "retry_at": None, "last_error": f"quarantined: {reason}"}
+        )
+        await self._store(closed)
+        return closed
+
     def _refusals(self, entry: LedgerEntry, now: datetime) -> list[str]:
-        """Checked immediately before any submission: flags, kill switches, staleness."""
+        """Checked again immediately before the request leaves for the broker, after every
+        wait: flags, kill switches, the lane's state (trading state, control feed), the age
+        guard and TA freshness."""
         reasons = control_reasons(self.env.policy, self._context(), entry.decision.symbol)
+        reasons.extend(r for r in self.env.lane_refusals(self.label) if r not in reasons)
         if is_stale(self.env.policy, entry.decision, now, live=self.account.is_live):
             reasons.append(STALE)
+        if TA_STALE not in reasons and self.env.ta_blocks_orders(entry.decision.symbol, now):
+            reasons.append(TA_STALE)
         return reasons
 
     async def _submit(self, entry: LedgerEntry, started: float) -> LedgerEntry:
@@ -356,7 +457,18 @@ class Lane:
         plan = submitting.plan
         assert plan is not None
         self.env.index.remember(self.label, client_order_id=plan.client_order_id)
-        await self.env.ledger.put(submitting)  # durable before the POST (and the index with it)
+        # Durable before the POST (and the index with it), within a bound: unacknowledged, the
+        # entry parks in `submitting`, so the resolve path looks the order up before any POST.
+        if not await self._store(submitting):
+            now = self.env.clock()
+            return await self._park(
+                submitting, "ledger write not acknowledged in time", self.storage.fail(now)
+            )
+        self.storage.ok()
+        # The last moment: every wait is behind us and nothing was sent for this attempt.
+        refusals = self._refusals(submitting, self.env.clock())
+        if refusals:
+            return await self._reject(submitting, refusals)
         self.last_order_sent = self.env.clock()
         try:
             order = await self.broker.submit_order(plan)
@@ -395,7 +507,7 @@ class Lane:
         now = self.env.clock()
         done = submitting.submitted(order, now)
         self.env.index.remember(self.label, alpaca_order_id=done.alpaca_order_id)
-        await self.env.ledger.put(done)
+        await self._store(done)
         self._note_ok()
         plan = submitting.plan
         if self.snapshot is not None and plan is not None:
@@ -425,7 +537,7 @@ class Lane:
         self, entry: LedgerEntry, reasons: list[str] | tuple[str, ...]
     ) -> LedgerEntry:
         rejected = entry.rejected(tuple(reasons), self.env.clock())
-        await self.env.ledger.put(rejected)
+        await self._store(rejected)
         self.status.record_rejection(entry.decision_hash, list(reasons))
         log.info(
             "decision rejected (%s)",
@@ -438,12 +550,32 @@ class Lane:
         )
         return rejected
 
-    async def _park(self, entry: LedgerEntry, why: str) -> LedgerEntry:
-        """Keep the entry as it is and take it up again after the lane's current backoff."""
+    async def _park(
+        self, entry: LedgerEntry, why: str, retry_at: datetime | None = None
+    ) -> LedgerEntry:
+        """Keep the entry as it is and take it up again at `retry_at` (default: after the
+        lane's current broker backoff)."""
         now = self.env.clock()
-        parked = entry.parked(self._retry_time(now), why, now)
+        parked = entry.parked(retry_at or self._retry_time(now), why, now)
         await self.env.ledger.put(parked, durable=False)
         return parked
+
+    async def _store(self, entry: LedgerEntry) -> bool:
+        """A durable ledger write, waited for at most `durable_timeout`: False when not
+        acknowledged in time (the write goes on in the background; a crash before it lands
+        redelivers the decision, and its entry is resolved by lookup)."""
+        write = asyncio.ensure_future(self.env.ledger.put(entry))
+        try:
+            await asyncio.wait_for(asyncio.shield(write), self.env.durable_timeout)
+        except TimeoutError:
+            write.add_done_callback(_consume_result)
+            log.warning(
+                "ledger write not acknowledged within %.1fs",
+                self.env.durable_timeout,
+                extra={"account": self.label, "decision_hash": entry.decision_hash},
+            )
+            return False
+        return True
 
     def _retry_time(self, now: datetime) -> datetime:
         """The end of the active backoff; with none active, this failure opens one."""
@@ -574,3 +706,9 @@ class Lane:
         for h in hashes:
             self.parked[h] = now + hold
         return hashes
+
+
+def _consume_result(task: asyncio.Future[None]) -> None:
+    """A write given up on: its late failure is logged, not left unretrieved."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a late ledger write failed: %r", task.exception())

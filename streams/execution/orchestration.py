@@ -29,6 +29,7 @@ from schemas.decision import AccountDecision
 from streams.compat import run_as_event
 from streams.dlq import DeadLetters
 from streams.domain.ledger import LedgerScan
+from streams.errors import exit_worker
 from streams.execution.control_feed import ControlFeed
 from streams.execution.dispatch import KeyedDispatcher
 from streams.execution.service import LaneService
@@ -108,13 +109,33 @@ class LanesRunner:
             lambda read: manual.ack(read.event),
             max_pending=MAX_UNACKED,
             max_per_key=MAX_PER_ACCOUNT,
+            overflow=self.defer,
         )
         try:
             async for event in manual.events():
                 read = ReadDecision.of(event)
-                await dispatcher.submit(read.account_label, read)
+                message = event.message
+                partition = (message.topic, message.partition)  # acks are ordered per partition
+                await dispatcher.submit(read.account_label, read, partition)
+        except Exception as exc:  # noqa: BLE001 - see below
+            # Restarting the actor in-process lets faust commit past the unfinished decision
+            # (its commit arithmetic, faust-streaming #606): only a process restart is safe.
+            dispatcher.close()
+            exit_worker(f"lanes_dispatcher_failed: {type(exc).__name__}: {exc}")
         finally:
             dispatcher.close()
+
+    async def defer(self, read: ReadDecision) -> None:
+        """The account has `MAX_PER_ACCOUNT` decisions unfinished (a slow or hanging broker):
+        instead of making the reader (and every other account) wait, the decision is parked
+        durably in its ledger and re-driven later through the retry topic."""
+        decision = read.decision
+        if decision is None or self.service.lane(decision.account_label) is None:
+            await self.take(read)  # a dead letter: nothing to wait for
+            return
+        run_as_event(read.event)
+        self._acks.open_scope()
+        await self.service.defer(decision)
 
     async def take(self, read: ReadDecision) -> None:
         """In the decision's own task: its table writes go to its event's changelog partition,
@@ -133,13 +154,13 @@ class LanesRunner:
             reason = "account_not_enabled" if known else "unknown_account"
             await self._dead_letters.event(event, reason, decision.account_label)
             return
+        # The lane settles every failure of a decision itself; what escapes is the ledger (Kafka)
+        # failing. Acking it would lose the decision, retrying it in-process is unsafe (see
+        # `run`): the worker stops now, this event unacked.
         try:
             await self.service.handle(decision, read.consumed_at)
-        except Exception as exc:  # the ledger itself failed; the entry is re-driven after restart
-            log.exception(
-                "lane could not take a decision", extra={"account": decision.account_label}
-            )
-            await self._dead_letters.event(event, "lane_failure", exc)
+        except Exception as exc:  # noqa: BLE001 - see above
+            exit_worker(f"lane_failed: {decision.account_label}: {type(exc).__name__}: {exc}")
 
     # ---- rebalance and timers
     def tables_recovered(self) -> None:

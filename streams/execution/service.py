@@ -62,6 +62,7 @@ class LaneService:
         board: StatusBoard,
         disabled_strategies: frozenset[str] = frozenset(),
         ta_blocks_orders: Callable[[str, datetime], bool] = lambda symbol, now: False,
+        lane_refusals: Callable[[str], list[str]] = lambda label: [],
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
@@ -81,6 +82,7 @@ class LaneService:
             crash=CrashPoints(settings.crash_at, settings.data_path),
             clock=clock,
             ta_blocks_orders=ta_blocks_orders,
+            lane_refusals=lane_refusals,
         )
         self.known_accounts = frozenset(registry.labels)  # enabled or not
         self.lanes: dict[str, Lane] = {}
@@ -112,6 +114,12 @@ class LaneService:
         if self.cursors.advance(lane.label, LaneCursor.of(decision)):
             self._dirty_cursors.add(lane.label)
         return entry
+
+    async def defer(self, decision: AccountDecision) -> None:
+        """Park a decision its lane has no room for now (see `LanesRunner.defer`)."""
+        lane = self.lanes.get(decision.account_label)
+        if lane is not None:
+            await lane.defer(decision)
 
     # ---- re-driving parked decisions (the lanes timer sends them to the retry topic)
     def due_retries(self) -> list[AccountDecision]:

@@ -52,6 +52,12 @@ SLOT_CONFLICTS = Counter(
     "timeframe, signal event time).",
     ["account"],
 )
+PERSIST_QUARANTINED = Counter(
+    "torghut_decisions_persist_refused_total",
+    "Decisions whose Postgres row was refused for its data (persist_failed:<sqlstate>): "
+    "rejected if not sent yet, otherwise closed in the ledger only.",
+    ["account"],
+)
 LANE_UP = Gauge(
     "torghut_lane_up", "1 when the lane runs on this worker (exported by its owner).", ["account"]
 )

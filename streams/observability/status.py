@@ -92,6 +92,7 @@ class LaneStatus:
     last_rejection: _Event | None = None
     last_error: _Error | None = None
     last_ok_at: datetime | None = None
+    database_unavailable: str | None = None  # why this lane cannot reach Postgres, or None
     errors_since: datetime | None = None
     consecutive_errors: int = 0
     decisions_seen: int = 0
@@ -182,6 +183,11 @@ class LaneStatus:
         self.errors_since = None
         self.consecutive_errors = 0
 
+    def set_database_unavailable(self, reason: str | None) -> None:
+        """Postgres unreachable for this lane (None: reachable again); not a broker error."""
+        with self._lock:
+            self.database_unavailable = scrub_text(reason) if reason else None
+
     # ---- controls and state
     def set_flags(self, flags: Mapping[str, bool | None], available: bool) -> None:
         with self._lock:
@@ -222,6 +228,8 @@ class LaneStatus:
             problems.append("lane_down")
         if not self.flags_available:
             problems.append("flags_unavailable")
+        if self.database_unavailable:
+            problems.append("database_unavailable")
         error, grace = self.last_error, timedelta(seconds=self.error_grace_seconds)
         if self.errors_since is not None and error is not None:
             error_class = error_class_of(error.kind)

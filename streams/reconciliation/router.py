@@ -85,5 +85,12 @@ class TradeUpdateRouter:
             metrics.DROPPED.labels("trade_update_invalid").inc()
             await self._dead_letters.event(event, "trade_update_invalid", exc)
             return
-        # Not awaited to completion here: faust flushes the producer before it commits the offset.
-        await self._out.send(key=update.account_label.encode("utf-8"), value=encode_record(update))
+        # Guarded and awaited to delivery: a record that cannot be produced is dead-lettered
+        # (too large) or stops the worker before this event is acked (Kafka unavailable).
+        await self._dead_letters.produce(
+            event,
+            lambda: self._out.send(
+                key=update.account_label.encode("utf-8"), value=encode_record(update)
+            ),
+            "account updates",
+        )

@@ -16,6 +16,7 @@ from streams.broker.pool import BrokerPool
 from streams.dlq import DeadLetters
 from streams.domain.accounts import AccountRegistry
 from streams.observability.status import StatusBoard
+from streams.persistence.rows import ApplyResult, OrderEventRow, OrderUpdateRow
 from streams.persistence.shared import RepositoryProvider
 from streams.reconciliation.applier import OrderFeedApplier
 from streams.reconciliation.reconciler import BrokerOrders, ReconcilePolicy, Reconciler
@@ -95,9 +96,11 @@ class ReconciliationService:
                 )
         return self._reconciler
 
-    async def applier(self) -> OrderFeedApplier:
+    def applier(self) -> OrderFeedApplier:
+        """Needs no database to be built: the pool opens on the first batch (inside its
+        retries), so the agent starts while Postgres is down."""
         return OrderFeedApplier(
-            await self._repositories.get(),
+            _LazyStore(self._repositories),
             known_accounts=frozenset(self.registry.labels),
             dead_letter=self._dead_letters.event,
             request_reconcile=self.request,
@@ -108,7 +111,7 @@ class ReconciliationService:
     ) -> None:
         """Apply each batch of an account's re-keyed trade updates (the `account_updates` agent);
         a batch that fails as a whole is dead-lettered event by event."""
-        applier = await self.applier()
+        applier = self.applier()
         async for events in batches:
             try:
                 await applier.apply(events)
@@ -128,8 +131,30 @@ class ReconciliationService:
             await (await self.reconciler()).reconcile_accounts(accounts)
 
     async def request(self, account: str, reason: str) -> None:
-        """Start reconciling `account` now (if this worker owns it); does not wait for it."""
+        """Start reconciling `account` now (if this worker owns it); does not wait for it.
+        Never raises: a request that cannot start (Postgres down) is logged; the timer
+        reconciles the account anyway, and the batch carrying it is not failed for it."""
         if account not in self.owned():
             log.info("reconcile request for an account not owned here", extra={"account": account})
             return
-        (await self.reconciler()).request(account, reason)
+        try:
+            reconciler = await self.reconciler()
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning(
+                "reconcile request not started: %s", type(exc).__name__, extra={"account": account}
+            )
+            return
+        reconciler.request(account, reason)
+
+
+class _LazyStore:
+    """The order-feed store over the shared repository, connected on first use."""
+
+    def __init__(self, repositories: RepositoryProvider) -> None:
+        self._repositories = repositories
+
+    async def append_order_events(self, rows: Sequence[OrderEventRow]) -> int:
+        return await (await self._repositories.get()).append_order_events(rows)
+
+    async def apply_order_update(self, update: OrderUpdateRow) -> ApplyResult:
+        return await (await self._repositories.get()).apply_order_update(update)

@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from streams.compat import (
     rocksdb_offset_key,
     table_manager_with,
 )
+from streams.errors import exit_worker
 from streams.state.plan import ReadRange, add_records, applied_after, read_range
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,9 @@ RESTORED_RECORDS = Counter(
 
 KAFKA_DEFAULT_PORT = 9092
 BUDGET_SHARE = 0.8  # of broker_request_timeout: faust gives up recovery if a step outlasts it
+# The whole bulk restore, flush and clean-up included, must end inside faust's own step timeout;
+# past this share of it the worker exits (non-zero) instead of leaving faust's recovery stopped.
+HARD_SHARE = 0.95
 POLL_MS = 500
 # Below this many records the child processes' start-up (~0.5 s) costs more than they save.
 PROCESS_MIN_RECORDS = 20_000
@@ -281,7 +286,21 @@ class BulkRestoreRecovery(SeekHookRecovery):
     processes: int = 0  # child processes building SST files (0: all in the event loop)
 
     async def before_active_seek(self, tps: set[TP], offsets: Any) -> None:
-        await self._bulk_restore(tps, offsets)
+        """The bulk restore finishes, or hands over to faust, inside faust's own timeout; an
+        overrun (a flush or a child that does not stop) exits the worker rather than hang:
+        every write moved the data and its offset together, so a restart resumes safely."""
+        hard = HARD_SHARE * float(self.app.conf.broker_request_timeout)
+        why = f"bulk_restore_overrun: not finished within {hard:.0f}s"
+        # A thread, too: a RocksDB flush blocks the event loop, where no timeout can fire.
+        watchdog = threading.Timer(hard + 1.0, exit_worker, args=(why,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            await asyncio.wait_for(self._bulk_restore(tps, offsets), hard)
+        except TimeoutError:
+            exit_worker(why)
+        finally:
+            watchdog.cancel()
 
     def _targets(self, tps: Iterable[TP], offsets: Any) -> list[Target]:
         targets = []

@@ -83,6 +83,8 @@ async def ledger_states(stack: StackInfo, env: dict[str, str]) -> dict[str, set[
     topic = f"{env['TORGHUT_APP_ID']}-lane-ledger-changelog"
     states: dict[str, set[str]] = {}
     for value in await topic_values(stack, topic):
+        if not value.startswith(b"{"):
+            continue  # a signal slot (its value is the decision hash), not an entry
         entry = json.loads(value)
         states.setdefault(entry["decision"]["decision_hash"], set()).add(entry["state"])
     return states

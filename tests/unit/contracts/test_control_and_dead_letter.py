@@ -159,9 +159,12 @@ async def test_a_failing_dlq_is_counted_never_raised(
     failing = FakeTopic(fail=ConnectionError(f"broker down, token {planted_secret}"))
     labels = {"reason": "schema_invalid", "topic": "unit.src"}
     before = counted(dlq.DEAD_LETTER_FAILURES, **labels)
-    await dlq.DeadLetters(failing).send(
+    stops: list[str] = []
+    await dlq.DeadLetters(failing, on_undeliverable=stops.append).send(
         reason="schema_invalid", topic="unit.src", partition=0, offset=1, key=None, value=b"x"
     )
     assert counted(dlq.DEAD_LETTER_FAILURES, **labels) == before + 1
+    # The app's writer stops the worker here (exit_worker): the record is never acked.
+    assert stops == ["dead_letter_undeliverable: schema_invalid from unit.src"]
     assert "dead letter not written" in caplog.text and "***" in caplog.text
     assert planted_secret not in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -121,6 +122,8 @@ class MemoryLedger:
         self.rows: dict[str, LedgerEntry] = {}
         self.slots: dict[tuple[str, str], str] = {}
         self.journal = journal
+        # state -> an event a durable write of that state waits for (Kafka slow or down)
+        self.hold: dict[str, asyncio.Event] = {}
 
     def get(self, key: str) -> LedgerEntry | None:
         return self.rows.get(key)
@@ -128,6 +131,9 @@ class MemoryLedger:
     async def put(self, entry: LedgerEntry, *, durable: bool = True) -> None:
         self.rows[entry.key] = entry
         if durable:
+            held = self.hold.get(entry.state.value)
+            if held is not None:
+                await held.wait()
             self.journal.events.append(f"ledger:{entry.state.value}")
 
     def slot_owner(self, account_label: str, slot: str) -> str | None:
@@ -159,6 +165,8 @@ class MemorySink:
         self.snapshots: list[AccountSnapshot] = []
         self.pins: dict[str, str] = {}
         self.fail: dict[str, int] = {}  # state (or "*") -> how many writes fail
+        # decision hash -> the error Postgres answers for its rows (a poison row)
+        self.poison: dict[str, BaseException] = {}
         self.journal = journal
 
     async def persist(self, entry: LedgerEntry) -> None:
@@ -166,6 +174,8 @@ class MemorySink:
             if self.fail.get(key):
                 self.fail[key] -= 1
                 raise ConnectionError("database down")
+        if entry.decision_hash in self.poison:
+            raise self.poison[entry.decision_hash]
         self.rows.append((entry.decision_hash, entry.state.value))
         self.journal.events.append(f"db:{entry.state.value}")
 

@@ -98,3 +98,35 @@ def test_client_has_no_sdk_retry_and_a_timeout() -> None:
     assert client._sandbox is False  # live from the account's own mode
     assert client._use_raw_data is True
     assert client._session._timeout == 1.5
+
+
+async def test_a_hanging_account_holds_at_most_its_own_share_of_the_call_slots() -> None:
+    import asyncio
+    import threading
+
+    from streams.broker.alpaca import AlpacaBroker
+    from tests.unit.execution.fakes import account
+
+    shared = asyncio.Semaphore(16)
+    release = threading.Event()
+    hanging = AlpacaBroker(
+        account("beta"), timeout_seconds=0.5, rate_limit_per_minute=6000, call_slots=shared
+    )
+    healthy = AlpacaBroker(
+        account("alpha"), timeout_seconds=0.5, rate_limit_per_minute=6000, call_slots=shared
+    )
+    try:
+        calls = [
+            asyncio.create_task(hanging._call("get_account", lambda: release.wait(2.0)))
+            for _ in range(12)
+        ]
+        await asyncio.sleep(0.05)
+        assert 16 - shared._value == 4  # beta's 12 calls hold only its own 4 slots
+        assert await healthy._call("get_account", lambda: {"ok": True}) == {"ok": True}
+        release.set()
+        await asyncio.gather(*calls, return_exceptions=True)
+        assert shared._value == 16  # every slot given back
+    finally:
+        release.set()
+        hanging.close()
+        healthy.close()

@@ -164,3 +164,41 @@ async def test_changelog_waits_are_per_task_scope() -> None:
     theirs.set_result(None)
     await settle()
     assert other_task.done()  # and theirs was still waited for by its own task
+
+
+async def test_release_order_is_per_stream_so_a_slow_partition_holds_back_only_itself() -> None:
+    g = Gates()
+    d = g.dispatcher()
+    await d.submit("B", "b1", stream=1)  # slow account, partition 1
+    await d.submit("A", "a1", stream=0)
+    await d.submit("C", "c1", stream=2)
+    g.gate("a1").set()
+    g.gate("c1").set()
+    await settle()
+    assert g.released == ["a1", "c1"]  # not held behind b1 (read first, other partition)
+    assert d.pending == 1
+    g.gate("b1").set()
+    await d.drain()
+    assert g.released == ["a1", "c1", "b1"]
+
+
+async def test_a_full_key_overflows_instead_of_stopping_the_reader() -> None:
+    g = Gates()
+    deferred: list[str] = []
+
+    async def overflow(item: str) -> None:
+        deferred.append(item)
+
+    d = KeyedDispatcher(g.work, g.release, max_pending=100, max_per_key=2, overflow=overflow)
+    for item in ("b1", "b2", "b3", "b4"):
+        await d.submit("B", item, stream=1)  # b1 hangs; b3 and b4 would make the reader wait
+    await d.submit("A", "a1", stream=0)
+    g.gate("a1").set()
+    await settle()
+    assert deferred == ["b3", "b4"] and d.overflowed == 2
+    assert g.started == ["b1", "a1"]  # b2 waits behind b1 in its chain
+    assert g.released == ["a1"]
+    g.gate("b1").set()
+    g.gate("b2").set()
+    await d.drain()
+    assert g.released == ["a1", "b1", "b2", "b3", "b4"]  # B's partition still in read order
