@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
 
-.PHONY: help install run test lint typecheck stack-up stack-down stack-status docs bench bench-quick clean
+.PHONY: help install run test lint typecheck alerts stack-up stack-down stack-status docs bench bench-quick clean
 
 help:
 	@echo "make run           set up everything, start the local stack and run the worker (Ctrl-C stops all)"
@@ -38,6 +38,12 @@ lint: install
 
 typecheck: install
 	$(VENV)/bin/mypy
+
+# promtool (Debian `prometheus`, installed when missing) checks and unit-tests the alert rules.
+alerts: install
+	$(PY) stack/tools.py ensure prometheus >/dev/null
+	promtool check rules deploy/torghut-alerts.yml
+	promtool test rules deploy/alerts-tests/*.yml
 
 run: install
 	bash stack/run.sh
