@@ -1,0 +1,141 @@
+"""The real programs operators run, driven on loopback: Prometheus (with the project's deploy
+config), ZooKeeper + Burrow (consumer-lag evaluation) and headless Chromium. Binaries come from
+`stack/tools.py ensure NAME` (Debian packages, installed when missing); every process runs on a free
+127.0.0.1 port in its own session and is stopped by its own PID.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from tests.support.stack import ROOT, free_port
+
+DEPLOY = ROOT / "deploy"
+ARTIFACTS = ROOT / ".cache" / "artifacts"  # ignored; kept after the run (screenshots)
+
+
+@functools.cache
+def ensure_tool(name: str) -> str:
+    """The tool's binary (zookeeper: the jar folder), installed by stack/tools.py when missing."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "stack" / "tools.py"), "ensure", name],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert done.returncode == 0, f"stack/tools.py ensure {name} failed:\n{done.stderr[-3000:]}"
+    return done.stdout.strip().splitlines()[-1]
+
+
+class Process:
+    """A server process in its own session, output to a log file, stopped by its PID."""
+
+    def __init__(self, name: str, cmd: list[str], log: Path, cwd: Path | None = None) -> None:
+        self.name = name
+        self.log = log
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                env={**os.environ},
+                start_new_session=True,
+            )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+    def wait_http(self, url: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{self.name}: {url} not answering after {timeout}s:\n{self.tail()}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if not self.alive():
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------ Prometheus
+
+
+def prometheus_config(worker_targets: list[str], interval: str = "1s") -> dict[str, Any]:
+    """deploy/prometheus.yml with the test's workers as static targets and short intervals.
+
+    Everything else (job name, metrics path, rule files) is the deployed configuration's own.
+    """
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    config["global"]["scrape_interval"] = interval
+    config["global"]["evaluation_interval"] = interval
+    config["rule_files"] = [str(DEPLOY / f) for f in config["rule_files"]]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    job = jobs["torghut-streams"]
+    for key in [k for k in job if k.endswith("_sd_configs") or k == "static_configs"]:
+        del job[key]
+    job["static_configs"] = [{"targets": worker_targets}]
+    return config
+
+
+class Prometheus(Process):
+    def __init__(self, folder: Path, config: Mapping[str, Any]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config_file = folder / "prometheus.yml"
+        config_file.write_text(yaml.safe_dump(dict(config)))
+        cmd = [
+            ensure_tool("prometheus"),
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--storage.tsdb.retention.time=1h",
+            "--log.level=warn",
+        ]
+        super().__init__("prometheus", cmd, folder / "prometheus.log", cwd=folder)
+        self.wait_http(f"{self.url}/-/ready")
+
+    def api(self, path: str, **params: str) -> Any:
+        response = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
+        body = response.json()
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """Instant vector result of `expr` (an empty list: no data)."""
+        data = self.api("query", query=expr)
+        assert data["resultType"] == "vector", (expr, data)
+        return list(data["result"])
+
+    def has_data(self, expr: str) -> bool:
+        """At least one sample with a finite value."""
+        return any(math.isfinite(float(r["value"][1])) for r in self.query(expr))
