@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from streams.observability.scrub import scrub_text
@@ -21,8 +22,11 @@ _STYLE = """
 body{font-family:DejaVu Sans,Arial,sans-serif;margin:1.2em;color:#1b1f24;background:#fafbfc}
 h1{font-size:1.3em;margin:0 0 .4em}
 .meta{color:#57606a;margin:.2em 0 .8em}
-table{border-collapse:collapse;width:100%;font-size:.9em}
-th,td{border:1px solid #d0d7de;padding:.35em .5em;text-align:left;vertical-align:top}
+table{border-collapse:collapse;width:100%;font-size:.85em}
+th,td{border:1px solid #d0d7de;padding:.3em .45em;text-align:left;vertical-align:top;
+max-width:20em}
+td{overflow-wrap:anywhere}
+.time,.nw{white-space:nowrap}
 th{background:#eaeef2}
 .ok{color:#116329;font-weight:bold}.bad{color:#a40e26;font-weight:bold}
 .warn{color:#9a6700;font-weight:bold}.muted{color:#6e7781}
@@ -35,6 +39,17 @@ def _text(value: object) -> str:
     if value is None:
         return "-"
     return html.escape(scrub_text(str(value)), quote=True)
+
+
+def _time(value: object) -> str:
+    """An ISO timestamp as `YYYY-MM-DD HH:MM:SS` (UTC as given), the full value on hover."""
+    if not value:
+        return '<span class="muted">-</span>'
+    try:
+        short = datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return f'<span class="muted">{_text(value)}</span>'
+    return f'<span class="muted time" title="{_text(value)}">{_text(short)}</span>'
 
 
 def _badge(ok: bool | None, yes: str, no: str, unknown: str = "unknown") -> str:
@@ -50,7 +65,7 @@ def _event(event: Mapping[str, Any] | None) -> str:
     if not event:
         return '<span class="muted">none</span>'
     parts = [f"<code>{_text(str(event.get('decision_hash') or '')[:12])}</code>"]
-    parts.append(f'<span class="muted">{_text(event.get("at"))}</span>')
+    parts.append(_time(event.get("at")))
     reasons = event.get("reasons")
     if reasons:
         parts.append(_text(", ".join(str(r) for r in reasons)))
@@ -62,20 +77,20 @@ def _error(error: Mapping[str, Any] | None) -> str:
         return '<span class="muted">none</span>'
     return (
         f'<span class="bad">{_text(error.get("kind"))}</span>: {_text(error.get("message"))}'
-        f'<br><span class="muted">{_text(error.get("at"))}</span>'
+        f"<br>{_time(error.get('at'))}"
     )
 
 
 def _lag(partitions: Sequence[Mapping[str, Any]] | None) -> str:
     """Worst lag of the lane's partitions owned here: seconds, then records."""
     if not partitions:
-        return '<span class="muted">not owned here</span>'
+        return '<span class="muted">no reading here</span>'
     seconds = max(_number(p.get("lag_seconds")) for p in partitions)
     records = sum(int(_number(p.get("lag"))) for p in partitions)
     css = "ok" if records == 0 else ("bad" if seconds >= 60 else "warn")
     return (
-        f'<span class="{css}">{seconds:.1f} s</span>'
-        f'<br><span class="muted">{records} records</span>'
+        f'<span class="{css} nw">{seconds:.1f} s</span>'
+        f'<br><span class="muted nw">{records} records</span>'
     )
 
 
@@ -170,7 +185,7 @@ def render_operator_page(
 <h1>torghut-streams lanes</h1>
 <p class="meta">Worker of <code>{_text(worker.get("app_id"))}</code> (consumer group
 <code>{_text(worker.get("group_id"))}</code>) · {_readiness(readiness)} · {overall}<br>
-Generated {_text(status.get("generated_at"))} · refreshes every {refresh} s · read-only; JSON at
+Generated {_time(status.get("generated_at"))} UTC · refreshes every {refresh} s · read-only; JSON at
 <a href="/trading/status">/trading/status</a>, <a href="/trading/health">/trading/health</a>,
 <a href="/metrics">/metrics</a></p>
 <table id="lanes">

@@ -139,3 +139,34 @@ class Prometheus(Process):
     def has_data(self, expr: str) -> bool:
         """At least one sample with a finite value."""
         return any(math.isfinite(float(r["value"][1])) for r in self.query(expr))
+
+
+# -------------------------------------------------------------------------------------- Chromium
+
+
+def chromium(url: str, profile: Path, *args: str, timeout: float = 90.0) -> bytes:
+    """Headless Chromium on `url` with `args` (e.g. --dump-dom); its stdout."""
+    cmd = [
+        ensure_tool("chromium"),
+        "--headless",
+        "--no-sandbox",  # root in CI
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        *args,
+        url,
+    ]
+    done = subprocess.run(
+        cmd, capture_output=True, timeout=timeout, env={**os.environ, "HOME": str(profile)}
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    return done.stdout
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of a PNG, from its IHDR chunk."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
