@@ -7,12 +7,16 @@ config), ZooKeeper + Burrow (consumer-lag evaluation) and headless Chromium. Bin
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -170,3 +174,130 @@ def png_size(data: bytes) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     assert data[12:16] == b"IHDR"
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+# ---------------------------------------------------------------------------- ZooKeeper + Burrow
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def to_toml(config: Mapping[str, Any]) -> str:
+    """TOML of Burrow's two-level configuration ({section: {name: {key: value}}} or
+    {section: {key: value}})."""
+    lines: list[str] = []
+
+    def table(name: str, body: Mapping[str, Any]) -> None:
+        scalars = {k: v for k, v in body.items() if not isinstance(v, Mapping)}
+        if scalars:
+            lines.append(f"[{name}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+            lines.append("")
+        for key, sub in body.items():
+            if isinstance(sub, Mapping):
+                table(f"{name}.{key}", sub)
+
+    for section, body in config.items():
+        table(section, body)
+    return "\n".join(lines)
+
+
+class ZooKeeper(Process):
+    """Standalone ZooKeeper from the Kafka jars on a free loopback port (Burrow's coordination)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        config = folder / "zoo.cfg"
+        config.write_text(
+            f"clientPort={self.port}\nclientPortAddress=127.0.0.1\ndataDir={folder / 'data'}\n"
+            "tickTime=500\nadmin.enableServer=false\n4lw.commands.whitelist=srvr\n"
+        )
+        log4j = folder / "log4j.properties"
+        log4j.write_text(
+            "log4j.rootLogger=INFO, file\nlog4j.appender.file=org.apache.log4j.FileAppender\n"
+            f"log4j.appender.file.File={folder / 'server.log'}\n"
+            "log4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
+            "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+        )
+        libs = ensure_tool("zookeeper")
+        cmd = [
+            "java", "-Xmx96m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{libs}/*",
+            "org.apache.zookeeper.server.ZooKeeperServerMain", str(config),
+        ]  # fmt: skip
+        super().__init__("zookeeper", cmd, folder / "zookeeper.log", cwd=folder)
+        deadline = time.monotonic() + 60
+        # Serving (not only listening): `srvr` names the mode once the database is loaded.
+        while b"Mode: standalone" not in self._srvr():
+            if not self.alive() or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"zookeeper did not start:\n{self.tail()}")
+            time.sleep(0.2)
+
+    def _srvr(self) -> bytes:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as conn:
+                conn.sendall(b"srvr")
+                return conn.recv(4096)
+        except OSError:
+            return b""
+
+
+def burrow_config(
+    *, bootstrap: str, zookeeper_port: int, group: str, http_port: int, folder: Path
+) -> dict[str, Any]:
+    """deploy/burrow/burrow.toml for the local stack: hosts, ports and the group replaced, and
+    windows short enough for a test (5 commits, log end sampled every second)."""
+    config = tomllib.loads((DEPLOY / "burrow" / "burrow.toml").read_text())
+    servers = bootstrap.split(",")
+    config["general"]["pidfile"] = str(folder / "burrow.pid")
+    config["zookeeper"]["servers"] = [f"127.0.0.1:{zookeeper_port}"]
+    config["zookeeper"]["root-path"] = f"/burrow-{group}"
+    (cluster_name,) = config["cluster"]
+    (consumer_name,) = config["consumer"]
+    config["cluster"][cluster_name].update(
+        servers=servers, **{"offset-refresh": 1, "topic-refresh": 2}
+    )
+    config["consumer"][consumer_name].update(
+        servers=servers, **{"group-whitelist": f"^{re.escape(group)}$"}
+    )
+    config["httpserver"]["default"]["address"] = f"127.0.0.1:{http_port}"
+    config["storage"]["default"]["intervals"] = 5
+    config["evaluator"]["default"]["expire-cache"] = 1
+    return config
+
+
+class Burrow(Process):
+    """Burrow (Debian's) with a rendered configuration; `status`/`lag` of one consumer group."""
+
+    def __init__(self, folder: Path, config: dict[str, Any]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "burrow.toml").write_text(to_toml(config))
+        self.cluster = next(iter(config["consumer"].values()))["cluster"]
+        self.url = "http://" + config["httpserver"]["default"]["address"]
+        cmd = [ensure_tool("burrow"), "--config-dir", str(folder)]
+        super().__init__("burrow", cmd, folder / "burrow.log", cwd=folder)
+        self.wait_http(f"{self.url}/burrow/admin")
+
+    def _get(self, path: str) -> Any:
+        response = requests.get(f"{self.url}/v3/kafka/{self.cluster}{path}", timeout=5)
+        return response.status_code, response.json()
+
+    def groups(self) -> list[str]:
+        code, body = self._get("/consumer")
+        return list(body.get("consumers") or []) if code == 200 else []
+
+    def lag(self, group: str) -> dict[str, Any] | None:
+        """The group's evaluation with every partition (`/lag`), or None while Burrow has none."""
+        code, body = self._get(f"/consumer/{group}/lag")
+        return dict(body["status"]) if code == 200 and not body.get("error") else None
