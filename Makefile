@@ -12,6 +12,7 @@ help:
 	@echo "make test          set up everything, start the stack, run ruff, mypy and pytest, stop the stack"
 	@echo "make test ARGS='-k name'   pass arguments to pytest"
 	@echo "make stack-up | stack-down | stack-status   drive the local stack alone"
+	@echo "make alerts        promtool: check and unit-test the alert rules (deploy/alerts-tests)"
 	@echo "make bench | bench-quick   benchmarks (not part of make test)"
 
 # Python packages come only from pyproject.toml (pinned). Re-installs when it changes.

@@ -78,12 +78,13 @@ def apt_install(packages: tuple[str, ...], services: tuple[str, ...]) -> None:
         if own_policy:
             POLICY_RC_D.unlink(missing_ok=True)
     for service in services:  # belt and braces: this project runs its own instances
-        subprocess.run(
-            ["service", service, "stop"],
-            check=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        if shutil.which("service", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+            subprocess.run(
+                ["service", service, "stop"],
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
 
 
 def zookeeper_libs() -> Path:
