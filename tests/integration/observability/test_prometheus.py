@@ -111,6 +111,23 @@ def test_prometheus_scrapes_the_worker_and_the_dashboard_has_data(
         assert set(rules) == alert_names()
         assert set(rules.values()) == {"ok"}, rules
 
+        # On this worker's real data: beta's kill switch and gamma's failure are pending (their
+        # `for` has not elapsed), the dead letter fires at once; alpha raises nothing.
+        def alerts() -> dict[str, set[tuple[str, str]]] | None:
+            found: dict[str, set[tuple[str, str]]] = {}
+            for alert in prom.api("alerts")["alerts"]:
+                name = alert["labels"]["alertname"]
+                found.setdefault(name, set()).add(
+                    (alert["labels"].get("account", ""), alert["state"])
+                )
+            return found if "TorghutDeadLetters" in found and len(found) >= 3 else None
+
+        active = until(alerts, 30, "the alerts of beta, gamma and the dead letter")
+        assert ("beta", "pending") in active["TorghutKillSwitchEngaged"], active
+        assert ("gamma", "pending") in active["TorghutLaneUnhealthy"], active
+        assert {state for _, state in active["TorghutDeadLetters"]} == {"firing"}, active
+        assert not any(account == "alpha" for pairs in active.values() for account, _ in pairs)
+
         # Every query of every dashboard panel returns (finite) data.
         queries = dashboard_queries()
         assert len(queries) >= 15

@@ -59,3 +59,22 @@ def test_prometheus_config_scrapes_the_workers() -> None:
     for rule_file in config["rule_files"]:
         rules = yaml.safe_load((DEPLOY / rule_file).read_text())
         assert all(rule["expr"] for group in rules["groups"] for rule in group["rules"])
+
+
+def test_burrow_config_watches_the_app_group_on_loopback() -> None:
+    import tomllib
+
+    from streams.settings import Settings
+
+    config = tomllib.loads((DEPLOY / "burrow" / "burrow.toml").read_text())
+    (consumer,) = config["consumer"].values()
+    (cluster_name,) = config["cluster"]
+    assert consumer["class-name"] == "kafka" and consumer["cluster"] == cluster_name
+    default_group = Settings.model_fields["app_id"].default
+    assert re.fullmatch(consumer["group-whitelist"], default_group)
+    assert not re.fullmatch(consumer["group-whitelist"], f"{default_group}-other")
+    assert config["httpserver"]["default"]["address"].startswith("127.0.0.1:")
+    assert config["client-profile"][consumer["client-profile"]]["kafka-version"] == "2.0.0"
+    # A window of several commits, or STOP/STALL cannot be told from a pause.
+    assert config["storage"]["default"]["intervals"] >= 5
+    assert config["evaluator"]["default"]["class-name"] == "caching"
