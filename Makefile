@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
 
-.PHONY: help install run test test-kafka-compat lint typecheck stack-up stack-down stack-status docs bench bench-quick clean
+.PHONY: help install run test test-kafka-compat lint typecheck alerts stack-up stack-down stack-status docs bench bench-quick clean
 
 help:
 	@echo "make run           set up everything, start the local stack and run the worker (Ctrl-C stops all)"
@@ -13,6 +13,7 @@ help:
 	@echo "make test ARGS='-k name'   pass arguments to pytest"
 	@echo "make test-kafka-compat  the integration suite on the other Kafka version (KAFKA_COMPAT_VERSION)"
 	@echo "make stack-up | stack-down | stack-status   drive the local stack alone"
+	@echo "make alerts        promtool: check and unit-test the alert rules (deploy/alerts-tests)"
 	@echo "make bench | bench-quick   benchmarks (not part of make test)"
 
 # Python packages come only from pyproject.toml (pinned). Re-installs when it changes.
@@ -39,6 +40,12 @@ lint: install
 
 typecheck: install
 	$(VENV)/bin/mypy
+
+# promtool (Debian `prometheus`, installed when missing) checks and unit-tests the alert rules.
+alerts: install
+	$(PY) stack/tools.py ensure prometheus >/dev/null
+	promtool check rules deploy/torghut-alerts.yml
+	promtool test rules deploy/alerts-tests/*.yml
 
 run: install
 	bash stack/run.sh

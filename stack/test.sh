@@ -12,6 +12,8 @@ cleanup() { "$PY" stack/stack.py down || true; }
 trap cleanup EXIT INT TERM
 
 "$PY" stack/stack.py up --fresh || exit 1
+# The operator tools the observability tests run (Debian packages; installed only when missing).
+"$PY" stack/tools.py ensure prometheus burrow chromium zookeeper >/dev/null || exit 1
 # shellcheck disable=SC1091
 set -a; . "$TORGHUT_STACK_DIR/env"; set +a
 

@@ -72,6 +72,11 @@ CONSUMER_LAG_RECORDS = Gauge(
     "Records between the group's committed offset and the log end (partitions this worker owns).",
     ["topic", "partition"],
 )
+CONSUMER_COMMITTED_OFFSET = Gauge(
+    "torghut_consumer_committed_offset",
+    "The group's committed offset (partitions this worker owns); flat while lag > 0: stuck.",
+    ["topic", "partition"],
+)
 CONSUMER_LAG_SECONDS = Gauge(
     "torghut_consumer_lag_seconds",
     "Age of the next unconsumed record (0 when caught up).",
@@ -125,6 +130,7 @@ class LabelledGauge:
 
 consumer_lag_records = LabelledGauge(CONSUMER_LAG_RECORDS)
 consumer_lag_seconds = LabelledGauge(CONSUMER_LAG_SECONDS)
+consumer_committed_offset = LabelledGauge(CONSUMER_COMMITTED_OFFSET)
 lane_up = LabelledGauge(LANE_UP)
 lane_healthy = LabelledGauge(LANE_HEALTHY)
 kill_switch_engaged = LabelledGauge(KILL_SWITCH_ENGAGED)

@@ -192,6 +192,9 @@ class WorkerObservability:
         metrics.consumer_lag_seconds.replace(
             ((r.topic, str(r.partition)), r.lag_seconds) for r in rows
         )
+        metrics.consumer_committed_offset.replace(
+            ((r.topic, str(r.partition)), r.committed) for r in rows if r.committed is not None
+        )
         metrics.OLDEST_UNPROCESSED_AGE.set(max((r.lag_seconds for r in rows), default=0.0))
         await self._place_lanes(reader, owned, rows)
         await self.readiness()

@@ -7,6 +7,8 @@
 - `/trading/health`: 200, or 503 naming the unhealthy lanes and why (or stale TA that blocks
   orders); it always carries the TA freshness view.
 - `/metrics`: Prometheus text format (default registry).
+- `/trading/`: the operator page, read-only HTML of the same lane status and readiness
+  (`streams/web/operator_page.py`), refreshing itself.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from streams.app import app, settings
 from streams.clickhouse.status import clickhouse_status, freshness_health
 from streams.observability import metrics
 from streams.observability.worker import WorkerObservability
+from streams.web.operator_page import render_operator_page
 
 
 def observability() -> WorkerObservability:
@@ -58,6 +61,19 @@ class TradingStatus(web.View):
         body["clickhouse"] = clickhouse_status(context.clickhouse.source_status, context.freshness)
         body["strategy_runtime"] = context.signal_pipeline.status()
         return self.json(body)
+
+
+@app.page("/trading/", name="trading_page")
+class TradingPage(web.View):
+    """Operator page: every lane and this worker's readiness, as read-only HTML."""
+
+    async def get(self, request: web.Request, **kwargs: Any) -> web.Response:
+        obs = observability()
+        obs.configure_lanes()
+        readiness = (await obs.readiness()).as_dict()
+        body = obs.board.snapshot()
+        body["worker"] = obs.worker_info()
+        return self.html(render_operator_page(body, readiness))
 
 
 @app.page("/trading/health", name="trading_health")

@@ -1,5 +1,5 @@
 """The deploy/ files: a Grafana dashboard with the lag/flow/latency panels, and Prometheus
-configuration that scrapes the workers and kafka_exporter."""
+configuration that scrapes the workers (Burrow, not a Prometheus exporter, watches the group)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def dashboard_exprs() -> list[str]:
 def test_dashboard_covers_lag_flow_and_latency() -> None:
     exprs = " ".join(dashboard_exprs())
     for needed in (
-        "kafka_consumergroup_lag",
+        "torghut_consumer_committed_offset",
         "torghut_consumer_lag_records",
         "torghut_consumer_lag_seconds",
         "torghut_lane_decisions_total",
@@ -50,12 +50,31 @@ def test_dashboard_metrics_exist_in_the_app_registry() -> None:
     assert not missing
 
 
-def test_prometheus_config_scrapes_workers_and_the_lag_exporter() -> None:
+def test_prometheus_config_scrapes_the_workers() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["torghut-streams"]["metrics_path"] == "/metrics"
     assert jobs["torghut-streams"]["dns_sd_configs"][0]["port"] == 6066
-    assert "kafka-exporter" in jobs
+    assert set(jobs) == {"torghut-streams"}
     for rule_file in config["rule_files"]:
         rules = yaml.safe_load((DEPLOY / rule_file).read_text())
         assert all(rule["expr"] for group in rules["groups"] for rule in group["rules"])
+
+
+def test_burrow_config_watches_the_app_group_on_loopback() -> None:
+    import tomllib
+
+    from streams.settings import Settings
+
+    config = tomllib.loads((DEPLOY / "burrow" / "burrow.toml").read_text())
+    (consumer,) = config["consumer"].values()
+    (cluster_name,) = config["cluster"]
+    assert consumer["class-name"] == "kafka" and consumer["cluster"] == cluster_name
+    default_group = Settings.model_fields["app_id"].default
+    assert re.fullmatch(consumer["group-whitelist"], default_group)
+    assert not re.fullmatch(consumer["group-whitelist"], f"{default_group}-other")
+    assert config["httpserver"]["default"]["address"].startswith("127.0.0.1:")
+    assert config["client-profile"][consumer["client-profile"]]["kafka-version"] == "2.0.0"
+    # A window of several commits, or STOP/STALL cannot be told from a pause.
+    assert config["storage"]["default"]["intervals"] >= 5
+    assert config["evaluator"]["default"]["class-name"] == "caching"
