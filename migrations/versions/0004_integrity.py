@@ -5,8 +5,11 @@
   `execution_order_events` under its account once its order is known.
 - `account_pins`: the broker account number each label first traded under.
 
+Needed from rollout phase 1 on, so it comes before the Phase 4 cleanup: the chain is
+0001 → 0002 → 0004 → 0003 (head). Phases 1-3 run at 0004.
+
 Revision ID: 0004
-Revises: 0003
+Revises: 0002
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from migrations.helpers import count, create_index_guarded, create_table_guarded, has_table
 
 revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0003"
+down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
