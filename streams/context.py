@@ -97,14 +97,16 @@ class WorkerContext:
         self.brokers = BrokerPool(settings)
         enabled = [account.label for account in self.registry.enabled()]
         self.flags: FlagService = build_flag_service(settings, lane_labels(settings, enabled))
+        self.dead_letters = DeadLetters.for_settings(topics.dlq, settings)
         self.control_book = KillSwitchBook()
         self.control_feed = ControlFeed(
             bootstrap_servers(settings.kafka_brokers),
             settings.control_topic,
             self.control_book,
+            known_accounts=frozenset(self.registry.labels),
+            dead_letters=self.dead_letters,
             client_id=f"{settings.app_id}-control",
         )
-        self.dead_letters = DeadLetters.for_settings(topics.dlq, settings)
         self.clickhouse = ClickHouseServices(
             settings,
             self.freshness,

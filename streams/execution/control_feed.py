@@ -5,6 +5,13 @@ worker that may run the lane. So each worker assigns itself every partition, rep
 compacted history (the current state), and then follows new commands as they arrive (≈100 ms).
 `caught_up` is set once the replay reached the end offsets seen at start: lanes do not submit
 before it, so a restart never trades through an engaged switch.
+
+A command naming an account the registry does not know (`unknown_account`) never reaches the
+book: no switch state exists for a label that is not configured. Received live it is
+dead-lettered; met again in the start-up replay (a compacted topic keeps it as the latest
+command of its key) it is only logged and counted, so that every restart of every worker does
+not dead-letter it again. An undecodable record is logged and counted, not applied (issue #22
+decides how it should engage its scope).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from schemas.codecs import DecodeError, decode_control
 from schemas.control import ControlCommand
+from streams.dlq import DeadLetters
 from streams.domain.kill_switch import KillSwitchBook, scope_of_key
 
 log = logging.getLogger(__name__)
@@ -32,10 +40,15 @@ class ControlFeed:
         topic: str,
         book: KillSwitchBook,
         *,
+        known_accounts: frozenset[str] | None = None,
+        dead_letters: DeadLetters | None = None,
         client_id: str = "torghut-control",
     ) -> None:
         self.topic = topic
         self.book = book
+        self.known_accounts = known_accounts  # None: any valid label (tools and tests)
+        self.dead_letters = dead_letters
+        self.unknown_accounts = 0
         self.caught_up = asyncio.Event()
         self.errors = 0
         self._bootstrap = bootstrap_servers
@@ -76,7 +89,7 @@ class ControlFeed:
                 batch = await consumer.getmany(timeout_ms=200)
                 for records in batch.values():
                     for record in records:
-                        self._apply(record)
+                        await self._apply(record)
                 if not self.caught_up.is_set():
                     end = end or await self._end_offsets(consumer)
                     if end is not None and await self._reached(consumer, end):
@@ -106,7 +119,7 @@ class ControlFeed:
             log.info("control topic replayed", extra={"kill_switches": self.book.as_dict()})
             self.caught_up.set()
 
-    def _apply(self, record: ConsumerRecord) -> None:
+    async def _apply(self, record: ConsumerRecord) -> None:
         live = self.caught_up.is_set()
         if record.value is None:
             scope = scope_of_key(record.key)
@@ -126,6 +139,10 @@ class ControlFeed:
                 },
             )
             return
+        known = self.known_accounts
+        if known is not None and command.account is not None and command.account not in known:
+            await self._unknown_account(record, live)
+            return
         if self.book.apply(command):
             log.info(
                 "kill switch %s for %s",
@@ -134,6 +151,23 @@ class ControlFeed:
                 extra={"reason": command.reason, "operator": command.operator, "live": live},
             )
             self._notify(command, command.scope, live)
+
+    async def _unknown_account(self, record: ConsumerRecord, live: bool) -> None:
+        self.unknown_accounts += 1
+        log.warning(
+            "control command for an account the registry does not know ignored",
+            extra={"partition": record.partition, "offset": record.offset, "live": live},
+        )
+        if live and self.dead_letters is not None:
+            await self.dead_letters.send(
+                reason="unknown_account",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key,
+                value=record.value,
+                error="account: not an account of the registry",
+            )
 
     def _notify(self, command: ControlCommand | None, scope: str, live: bool) -> None:
         for listener in self._listeners:
