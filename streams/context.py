@@ -38,7 +38,7 @@ from streams.observability.status import StatusBoard
 from streams.observability.worker import LaneConfig, WorkerObservability
 from streams.ownership import bootstrap_servers, owned_accounts, owned_partitions
 from streams.persistence.shared import RepositoryProvider
-from streams.reconciliation.router import TradeUpdateRouter
+from streams.reconciliation.feed import build_order_feed
 from streams.reconciliation.service import ReconciliationService
 from streams.settings import Settings
 from streams.signal_pipeline import SignalPipeline, log_pipeline
@@ -127,12 +127,15 @@ class WorkerContext:
             retries=topics.lane_retries,
             owned_accounts=lambda: set(self.owned_accounts()),
         )
-        self.router = TradeUpdateRouter(
-            owner_of=lambda cid: self.order_index.account_for(client_order_id=cid),
-            default_label=settings.account_label,
+        self.order_feed = build_order_feed(
+            settings,
+            self.registry,
+            account_for=self.order_index.account_for,
+            repositories=self.repositories,
             account_updates=topics.account_updates,
             dead_letters=self.dead_letters,
         )
+        self.router = self.order_feed.router
         self.reconciliation = ReconciliationService(
             settings,
             self.registry,

@@ -124,6 +124,14 @@ class Settings(BaseSettings):
         "TORGHUT_CONTROL_TOPIC", "torghut.control.v1", "Compacted control topic (kill switches)."
     )
 
+    # ---- input integrity
+    max_event_time_skew_seconds: float = env(
+        "TORGHUT_MAX_EVENT_TIME_SKEW_SECONDS",
+        300.0,
+        "Events dated more than this many seconds in the future are dead-lettered "
+        "(`event_time_in_future`).",
+    )
+
     # ---- storage
     database_url: SecretStr = env(
         "DATABASE_URL",
@@ -271,6 +279,12 @@ class Settings(BaseSettings):
         "TORGHUT_ORDER_FEED_BATCH_SECONDS",
         0.2,
         "Longest wait to fill an order-feed batch before applying what arrived.",
+    )
+    unattributed_sweep_seconds: float = env(
+        "TORGHUT_UNATTRIBUTED_SWEEP_SECONDS",
+        5.0,
+        "How often the leader hands v1 trade updates held in `unattributed_order_events` "
+        "(multi-account: no owner found yet) to the account that now owns their order.",
     )
     forwarder_emit_v1: bool = env(
         "TORGHUT_FORWARDER_EMIT_V1",
