@@ -12,4 +12,5 @@ from agents import (  # noqa: F401
     reconciler,
     signals,
     trade_updates,
+    unattributed,
 )

@@ -10,12 +10,13 @@ that Alpaca and the forwarder can add fields; the fields the project uses are ty
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
 
-from schemas.common import Money, to_utc
+from schemas.common import to_utc
 
 
 def iso_micros(value: datetime) -> str:
@@ -30,6 +31,15 @@ BrokerDatetime = Annotated[
     PlainSerializer(iso_micros, return_type=str, when_used="json"),
 ]
 
+# Money as the broker sent it: NaN and infinities pass the schema on purpose, so that the
+# numeric rule (streams/domain/trade_updates/validate.py) dead-letters them as `invalid_number`
+# naming the field, next to negative quantities and prices.
+BrokerMoney = Annotated[
+    Decimal,
+    Field(allow_inf_nan=True),
+    PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
+]
+
 TERMINAL_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced"})
 
 
@@ -42,12 +52,12 @@ class AlpacaOrder(BaseModel):
     client_order_id: str | None = Field(default=None, min_length=1, max_length=128)
     symbol: str | None = None
     side: str | None = None
-    qty: Money | None = None
-    notional: Money | None = None
-    filled_qty: Money | None = None
-    filled_avg_price: Money | None = None
-    limit_price: Money | None = None
-    stop_price: Money | None = None
+    qty: BrokerMoney | None = None
+    notional: BrokerMoney | None = None
+    filled_qty: BrokerMoney | None = None
+    filled_avg_price: BrokerMoney | None = None
+    limit_price: BrokerMoney | None = None
+    stop_price: BrokerMoney | None = None
     status: str = Field(min_length=1)
     type: str | None = None
     order_type: str | None = None
@@ -85,9 +95,9 @@ class TradeUpdatePayload(BaseModel):
     event: str = Field(min_length=1)
     execution_id: str | None = None
     timestamp: BrokerDatetime | None = None
-    price: Money | None = None
-    qty: Money | None = None
-    position_qty: Money | None = None
+    price: BrokerMoney | None = None
+    qty: BrokerMoney | None = None
+    position_qty: BrokerMoney | None = None
     account_label: str | None = None
     order: AlpacaOrder
 

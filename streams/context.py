@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import faust
 
@@ -41,7 +41,7 @@ from streams.observability.worker import LaneConfig, WorkerObservability
 from streams.ownership import bootstrap_servers, owned_accounts, owned_partitions
 from streams.persistence.dsn import database_dsn
 from streams.persistence.shared import RepositoryProvider
-from streams.reconciliation.router import TradeUpdateRouter
+from streams.reconciliation.feed import build_order_feed
 from streams.reconciliation.service import ReconciliationService
 from streams.settings import Settings
 from streams.signal_decoder import SignalDecoder
@@ -124,9 +124,10 @@ class WorkerContext:
             bootstrap_servers(settings.kafka_brokers),
             settings.control_topic,
             self.control_book,
+            known_accounts=frozenset(self.registry.labels),
+            dead_letters=self.dead_letters,
             client_id=f"{settings.app_id}-control",
             security=aiokafka_kwargs(settings),
-            dead_letter=self._dead_letter_control,
         )
         self.clickhouse = ClickHouseServices(
             settings,
@@ -149,12 +150,15 @@ class WorkerContext:
             retries=topics.lane_retries,
             owned_accounts=lambda: set(self.owned_accounts()),
         )
-        self.router = TradeUpdateRouter(
-            owner_of=lambda cid: self.order_index.account_for(client_order_id=cid),
-            default_label=settings.account_label,
+        self.order_feed = build_order_feed(
+            settings,
+            self.registry,
+            account_for=self.order_index.account_for,
+            repositories=self.repositories,
             account_updates=topics.account_updates,
             dead_letters=self.dead_letters,
         )
+        self.router = self.order_feed.router
         self.reconciliation = ReconciliationService(
             settings,
             self.registry,
@@ -206,17 +210,6 @@ class WorkerContext:
             disabled_strategies=self._disabled_strategies,
             ta_blocks_orders=self.freshness.blocks_orders,
             lane_refusals=self._lane_refusals,
-        )
-
-    async def _dead_letter_control(self, reason: str, record: Any, error: BaseException) -> None:
-        await self.dead_letters.send(
-            reason=reason,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            error=error,
         )
 
     def _lane_refusals(self, label: str) -> list[str]:

@@ -376,6 +376,12 @@ class Settings(BaseSettings):
         0.2,
         "Longest wait to fill an order-feed batch before applying what arrived.",
     )
+    unattributed_sweep_seconds: float = env(
+        "TORGHUT_UNATTRIBUTED_SWEEP_SECONDS",
+        5.0,
+        "How often the leader hands v1 trade updates held in `unattributed_order_events` "
+        "(multi-account: no owner found yet) to the account that now owns their order.",
+    )
     forwarder_emit_v1: bool = env(
         "TORGHUT_FORWARDER_EMIT_V1",
         False,

@@ -1,8 +1,10 @@
 """Input integrity: unattributed order events held under no account, and account pins.
 
 - `unattributed_order_events`: a v1 trade update whose account cannot be found yet (multi-account
-  mode) is kept here, under no account, never under a default label; it moves to
-  `execution_order_events` under its account once its order is known.
+  mode) is kept here, under no account, never under a default label (`raw` is the whole envelope
+  as received); it moves to `execution_order_events` under its account once its order is known.
+- `ix_executions_client_order_id`, `ix_executions_alpaca_order_id`: the order feed finds the
+  account that owns an order id (any account: the answer *is* the account) without a scan.
 - `account_pins`: the broker account number each label first traded under.
 
 Needed from rollout phase 1 on, so it comes before the Phase 4 cleanup: the chain is
@@ -20,7 +22,13 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-from migrations.helpers import count, create_index_guarded, create_table_guarded, has_table
+from migrations.helpers import (
+    count,
+    create_index_guarded,
+    create_table_guarded,
+    drop_index_guarded,
+    has_table,
+)
 
 revision: str = "0004"
 down_revision: str | Sequence[str] | None = "0002"
@@ -62,6 +70,8 @@ def upgrade() -> None:
         "unattributed_order_events",
         ("alpaca_order_id",),
     )
+    create_index_guarded("ix_executions_client_order_id", "executions", ("client_order_id",))
+    create_index_guarded("ix_executions_alpaca_order_id", "executions", ("alpaca_order_id",))
     create_table_guarded(
         "account_pins",
         sa.Column("account_label", sa.String(64), primary_key=True),
@@ -79,4 +89,6 @@ def downgrade() -> None:
             "resolve them (or delete them knowingly) before downgrading below 0004"
         )
     op.drop_table("unattributed_order_events")
+    drop_index_guarded("ix_executions_client_order_id")
+    drop_index_guarded("ix_executions_alpaca_order_id")
     op.drop_table("account_pins")

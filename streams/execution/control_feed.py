@@ -10,6 +10,12 @@ Fail safe: an undecodable record whose key names a scope engages that scope
 (`undecodable_control_record`) and is dead-lettered. `advanced_at` is when the feed last read
 (or confirmed it is at the end of) the topic: a feed that stalls after catch-up is noticed
 (`stale_for`), and past a bound the lanes refuse new orders (`control_feed_stale`).
+
+A command naming an account the registry does not know (`unknown_account`) never reaches the
+book: no switch state exists for a label that is not configured. Received live it is
+dead-lettered; met again in the start-up replay (a compacted topic keeps it as the latest
+command of its key) it is only logged and counted, so that every restart of every worker does
+not dead-letter it again.
 """
 
 from __future__ import annotations
@@ -17,21 +23,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from schemas.codecs import DecodeError, decode_control
 from schemas.control import ControlCommand, ControlKind
+from streams.dlq import DeadLetters
 from streams.domain.kill_switch import KillSwitchBook, scope_of_key
 
 log = logging.getLogger(__name__)
 
 # (command or None for a tombstone, scope, live): `live` is False during the start-up replay.
 ChangeListener = Callable[[ControlCommand | None, str, bool], None]
-# (reason, record) → the record dead-lettered
-DeadLetterRecord = Callable[[str, ConsumerRecord, BaseException], Awaitable[None]]
 UNDECODABLE = "undecodable_control_record"
 STALE = "control_feed_stale"
 
@@ -43,16 +48,19 @@ class ControlFeed:
         topic: str,
         book: KillSwitchBook,
         *,
+        known_accounts: frozenset[str] | None = None,
+        dead_letters: DeadLetters | None = None,
         client_id: str = "torghut-control",
         security: Mapping[str, Any] | None = None,
-        dead_letter: DeadLetterRecord | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topic = topic
         self.book = book
+        self.known_accounts = known_accounts  # None: any valid label (tools and tests)
+        self.dead_letters = dead_letters
+        self.unknown_accounts = 0
         self.caught_up = asyncio.Event()
         self.errors = 0
-        self._dead_letter = dead_letter
         self._clock = clock
         self.advanced_at: float | None = None  # last read (or seen at the end), monotonic
         self.lag = 0  # records behind the end, as of the last check
@@ -162,6 +170,10 @@ class ControlFeed:
         except DecodeError as exc:
             await self._undecodable(record, exc, live)
             return
+        known = self.known_accounts
+        if known is not None and command.account is not None and command.account not in known:
+            await self._unknown_account(record, live)
+            return
         if self.book.apply(command):
             log.info(
                 "kill switch %s for %s",
@@ -191,8 +203,33 @@ class ControlFeed:
             )
             if self.book.apply(command):
                 self._notify(command, command.scope, live)
-        if self._dead_letter is not None:
-            await self._dead_letter(UNDECODABLE, record, exc)
+        if self.dead_letters is not None:
+            await self.dead_letters.send(
+                reason=UNDECODABLE,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key,
+                value=record.value,
+                error=exc,
+            )
+
+    async def _unknown_account(self, record: ConsumerRecord, live: bool) -> None:
+        self.unknown_accounts += 1
+        log.warning(
+            "control command for an account the registry does not know ignored",
+            extra={"partition": record.partition, "offset": record.offset, "live": live},
+        )
+        if live and self.dead_letters is not None:
+            await self.dead_letters.send(
+                reason="unknown_account",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key,
+                value=record.value,
+                error="account: not an account of the registry",
+            )
 
     def _notify(self, command: ControlCommand | None, scope: str, live: bool) -> None:
         for listener in self._listeners:

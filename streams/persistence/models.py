@@ -163,6 +163,9 @@ class Execution(Base):
             unique=True,
         ),
         Index("ix_executions_account_status", "alpaca_account_label", "status"),
+        # The order feed finds the owner of an order id across accounts (0004).
+        Index("ix_executions_client_order_id", "client_order_id"),
+        Index("ix_executions_alpaca_order_id", "alpaca_order_id"),
         Index("ix_executions_trade_decision_id", "trade_decision_id"),
     )
 
@@ -226,7 +229,8 @@ class ExecutionOrderEvent(Base):
 
 class UnattributedOrderEvent(Base):
     """A v1 order-feed event no account could be found for yet (multi-account mode): held here,
-    under no account, until its order appears under one (`streams.reconciliation`)."""
+    under no account, until its order appears under one (`streams.reconciliation.unattributed`).
+    `raw` is the whole envelope as received, so the event is replayed exactly."""
 
     __tablename__ = "unattributed_order_events"
 

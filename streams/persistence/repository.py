@@ -7,6 +7,8 @@ Rules every statement follows:
 - Batches take one round trip: the rows travel as parallel arrays and `unnest` into one
   `INSERT ... SELECT ... ON CONFLICT` (JSON travels as text and is cast: asyncpg would read a
   list inside a jsonb[] as another array dimension).
+- One deliberate exception: `order_owners` (and the sweep's read of held events) looks an order id
+  up across accounts, because the account is what it finds; it returns labels, never rows.
 - Executions and decisions only move forward (status rank, cumulative fill, terminal stays
   terminal), decided inside the UPDATE's WHERE so concurrent writers cannot interleave a regress.
 """
@@ -30,6 +32,7 @@ from streams.persistence.rows import (
     CursorRow,
     DecisionRow,
     ExecutionRow,
+    HeldEventRow,
     OrderEventRow,
     OrderUpdateRow,
     PendingDecision,
@@ -54,6 +57,7 @@ __all__ = [
     "CursorRow",
     "DecisionRow",
     "ExecutionRow",
+    "HeldEventRow",
     "OrderEventRow",
     "OrderUpdateRow",
     "PendingDecision",
@@ -382,6 +386,42 @@ ON CONFLICT (id) DO UPDATE SET
 """
 
 
+# The accounts that own an order: by client order id (= decision hash, which has the account
+# inside it) when the event has one, else by Alpaca order id. Never both: an event whose client id
+# is unknown must not be given to the account of a matching Alpaca id.
+_OWNERS_SQL = """
+SELECT DISTINCT o.label FROM (
+    SELECT d.alpaca_account_label AS label FROM trade_decisions d
+    WHERE {cid} IS NOT NULL AND d.decision_hash = {cid}
+    UNION ALL
+    SELECT e.alpaca_account_label FROM executions e
+    WHERE {cid} IS NOT NULL AND e.client_order_id = {cid}
+    UNION ALL
+    SELECT e.alpaca_account_label FROM executions e
+    WHERE {cid} IS NULL AND e.alpaca_order_id = {oid}
+) o ORDER BY 1
+"""
+_ORDER_OWNERS = _OWNERS_SQL.format(cid="$1::text", oid="$2::text")
+
+_HOLD_EVENT = """
+INSERT INTO unattributed_order_events (
+    event_fingerprint, source_topic, source_partition, source_offset, alpaca_order_id,
+    client_order_id, symbol, event_type, event_ts, raw)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
+ON CONFLICT DO NOTHING
+"""
+
+_HELD_WITH_OWNERS = f"""
+SELECT u.id, u.event_fingerprint, u.source_topic, u.source_partition, u.source_offset,
+       u.alpaca_order_id, u.client_order_id, u.symbol, u.event_type, u.event_ts, u.raw,
+       ARRAY({_OWNERS_SQL.format(cid="u.client_order_id", oid="u.alpaca_order_id").strip()})
+           AS owners
+FROM unattributed_order_events u
+ORDER BY u.id
+LIMIT $1
+"""
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -622,6 +662,66 @@ class Repository:
             [dumps(r.raw) for r in rows],
         )
         return _count(result)
+
+    # ---- attribution of v1 order events (across accounts: the answer is the account)
+
+    async def order_owners(
+        self, client_order_id: str | None, alpaca_order_id: str | None
+    ) -> list[str]:
+        """Accounts whose decisions or executions name this order (by client order id when
+        given, else by Alpaca order id); more than one means the evidence is ambiguous."""
+        records = await self._pool.fetch(_ORDER_OWNERS, client_order_id, alpaca_order_id)
+        return [r["label"] for r in records]
+
+    async def hold_unattributed(self, row: HeldEventRow) -> bool:
+        """Keep an event no account could be found for, under no account; False if held before."""
+        result = await self._pool.execute(
+            _HOLD_EVENT,
+            row.event_fingerprint,
+            row.source_topic,
+            row.source_partition,
+            row.source_offset,
+            row.alpaca_order_id,
+            row.client_order_id,
+            row.symbol,
+            row.event_type,
+            row.event_ts,
+            dict(row.envelope),  # a jsonb parameter: the pool's codec encodes it
+        )
+        return _count(result) > 0
+
+    async def held_with_owners(self, limit: int = 500) -> list[HeldEventRow]:
+        """The oldest held events, each with the accounts that own its order by now."""
+        records = await self._pool.fetch(_HELD_WITH_OWNERS, limit)
+        return [
+            HeldEventRow(
+                id=r["id"],
+                event_fingerprint=r["event_fingerprint"],
+                source_topic=r["source_topic"],
+                source_partition=r["source_partition"],
+                source_offset=r["source_offset"],
+                alpaca_order_id=r["alpaca_order_id"],
+                client_order_id=r["client_order_id"],
+                symbol=r["symbol"],
+                event_type=r["event_type"],
+                event_ts=r["event_ts"],
+                envelope=r["raw"],
+                owners=tuple(r["owners"]),
+            )
+            for r in records
+        ]
+
+    async def release_held(self, ids: Sequence[int]) -> int:
+        """Forget held events once they were handed to their account (or dead-lettered)."""
+        if not ids:
+            return 0
+        result = await self._pool.execute(
+            "DELETE FROM unattributed_order_events WHERE id = ANY($1::bigint[])", list(ids)
+        )
+        return _count(result)
+
+    async def count_held(self) -> int:
+        return int(await self._pool.fetchval("SELECT count(*) FROM unattributed_order_events"))
 
     async def open_executions(self, account: str) -> list[ExecutionRow]:
         """Executions of `account` not in a terminal status (the reconciler's work list)."""

@@ -158,3 +158,22 @@ class StrategyRow:
     universe: tuple[str, ...] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
     description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldEventRow:
+    """A v1 order event no account could be found for yet (`unattributed_order_events`):
+    `envelope` is the record as received, replayed once its owner is known."""
+
+    event_fingerprint: str
+    source_topic: str
+    source_partition: int | None
+    source_offset: int | None
+    alpaca_order_id: str | None
+    client_order_id: str | None
+    symbol: str | None
+    event_type: str | None
+    event_ts: datetime | None
+    envelope: Mapping[str, Any]
+    id: int | None = None
+    owners: tuple[str, ...] = ()  # accounts that own its order, when read back by the sweep

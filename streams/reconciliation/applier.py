@@ -1,8 +1,9 @@
 """Apply a batch of re-keyed trade updates: store each event once, fold it into its execution.
 
-Per batch: decode, drop in-batch copies (v1 + v2 of one event), store the events of each account
-in one statement (`append_order_events`: fingerprint / source-coordinate dedupe), then apply every
-update in arrival order (`apply_order_update`: account-scoped with AND, monotonic in one
+Per batch: decode, check (known account, numbers, event time: a dead letter otherwise), drop
+in-batch copies (v1 + v2 of one event), store the events of each account in one statement
+(`append_order_events`: fingerprint / source-coordinate dedupe), then apply every update in
+arrival order (`apply_order_update`: account-scoped with AND, monotonic in one
 statement, mirrors the decision status). Updates already stored are applied again on purpose: a
 crash between storing and applying must not lose the apply, and applying is idempotent.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
@@ -26,6 +28,7 @@ from streams.domain.trade_updates.model import (
 )
 from streams.domain.trade_updates.outcome import Outcome, classify, metrics_account
 from streams.domain.trade_updates.rows import dedupe_batch, event_row, order_update_row
+from streams.domain.trade_updates.validate import InvalidTradeUpdate, check_account, check_update
 from streams.persistence.rows import ApplyResult, OrderEventRow, OrderUpdateRow
 from streams.reconciliation.retry import retry_transient
 
@@ -64,9 +67,13 @@ class OrderFeedApplier:
         known_accounts: frozenset[str],
         dead_letter: DeadLetter,
         request_reconcile: ReconcileTrigger,
+        max_event_time_skew: timedelta = timedelta(minutes=5),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._known = known_accounts
+        self._skew = max_event_time_skew
+        self._clock = clock
         self._dead_letter = dead_letter
         self._request_reconcile = request_reconcile
 
@@ -92,12 +99,25 @@ class OrderFeedApplier:
             except (ValidationError, ValueError, TypeError) as exc:
                 await self._drop(event, "account_update_invalid", exc, report)
                 continue
+            try:
+                self._check(record)
+            except InvalidTradeUpdate as exc:
+                await self._drop(event, exc.reason, exc, report)
+                continue
             if isinstance(record, ReconcileRequest):
                 report.reconcile_requests += 1
                 await self._request_reconcile(record.account_label, record.reason)
             else:
                 pairs.append((event, record))
         return pairs
+
+    def _check(self, record: TradeUpdate | ReconcileRequest) -> None:
+        """The router's rules again, on whatever reached the re-keyed topic: no row is ever
+        written under a label outside the registry, a non-finite or future value."""
+        if isinstance(record, ReconcileRequest):
+            check_account(record.account_label, self._known, "account_label")
+        else:
+            check_update(record, self._known, self._clock(), self._skew)
 
     def _count_received(
         self, pairs: list[tuple[Any, TradeUpdate]], copies: int, report: BatchReport

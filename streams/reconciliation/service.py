@@ -104,6 +104,7 @@ class ReconciliationService:
             known_accounts=frozenset(self.registry.labels),
             dead_letter=self._dead_letters.event,
             request_reconcile=self.request,
+            max_event_time_skew=timedelta(seconds=self.settings.max_event_time_skew_seconds),
         )
 
     async def apply_batches(

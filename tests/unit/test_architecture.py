@@ -118,6 +118,7 @@ def test_the_worker_parses_the_registry_in_one_place() -> None:
     assert callers == [
         "streams/cli/accounts.py",
         "streams/cli/clickhouse.py",
+        "streams/cli/kill_switch.py",
         "streams/context.py",
         "streams/forwarder/runner.py",
     ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
     "torghut_order_feed_events_total",
@@ -26,7 +26,17 @@ UNLINKED = Counter(
 )
 UNATTRIBUTED = Counter(
     "torghut_order_feed_unattributed_total",
-    "Trade updates with no account evidence, attributed to the default TRADING_ACCOUNT_LABEL.",
+    "Trade updates no account could be found for: held in unattributed_order_events "
+    "(multi-account) or given TRADING_ACCOUNT_LABEL (single-account).",
+)
+HELD = Gauge(
+    "torghut_order_feed_unattributed_held",
+    "Trade updates held in unattributed_order_events right now (set by the leader's sweep).",
+)
+RESOLVED = Counter(
+    "torghut_order_feed_unattributed_resolved_total",
+    "Held trade updates handed to their account once its order was known, by account.",
+    ["account"],
 )
 APPLIED = Counter(
     "torghut_order_feed_applied_total",

@@ -23,7 +23,8 @@ class Attribution(str, enum.Enum):
     order = "order"  # order-level account_label
     envelope = "envelope"  # envelope accountLabel
     order_index = "order_index"  # the account that owns the client order id (or order id)
-    default = "default"  # TRADING_ACCOUNT_LABEL: no evidence at all (counted as unattributed)
+    database = "database"  # the owner of the order found in Postgres (decisions, executions)
+    default = "default"  # single-account mode only: no evidence at all (counted as unattributed)
 
 
 class TradeUpdate(BaseModel):

@@ -1,14 +1,13 @@
-"""Normalise a decoded v1/v2 envelope into a `TradeUpdate` and attribute it to an account.
+"""Normalise a decoded v1/v2 envelope into a `TradeUpdate` of an account already decided.
 
-Attribution precedence (DESIGN.md): payload `account_label` → order-level label → envelope
-`accountLabel` → the account that owns the client order id (order index) → the default label.
-The default label is a last resort and is counted as unattributed: such an event can only ever
-match an execution of the default account (matching is account-scoped with AND).
+Attribution (`streams.reconciliation.attribution`): payload `account_label` → order-level label
+→ envelope `accountLabel` (each checked against the registry) → the owner of the order (order
+index, then Postgres) → in multi-account mode held unattributed, in single-account mode the
+default label. This module only shapes the update and its fingerprint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,9 +15,7 @@ from typing import Any
 from schemas.trade_update import TradeUpdateEnvelope
 from streams.domain.order_state import event_fingerprint
 from streams.domain.trade_updates.model import Attribution, TradeUpdate
-
-# (client_order_id, alpaca order id) -> owning account label, or None when unknown.
-OwnerLookup = Callable[[str | None, str | None], str | None]
+from streams.persistence.rows import HeldEventRow
 
 
 class MissingOrderIdentity(ValueError):
@@ -39,35 +36,64 @@ def _clean(label: str | None) -> str | None:
     return label or None
 
 
-def attribute(
-    envelope: TradeUpdateEnvelope, owner_of: OwnerLookup, default_label: str
-) -> tuple[str, Attribution]:
-    """The account of an event and the evidence it came from."""
+def order_identity(envelope: TradeUpdateEnvelope) -> tuple[str | None, str | None]:
+    """(alpaca order id, client order id); raises `MissingOrderIdentity` when neither is set."""
+    order = envelope.payload.order
+    order_id, client_order_id = _clean(order.id), _clean(order.client_order_id)
+    if order_id is None and client_order_id is None:
+        raise MissingOrderIdentity("trade update names no order id nor client order id")
+    return order_id, client_order_id
+
+
+def _fingerprint(envelope: TradeUpdateEnvelope, account: str, event_ts: datetime) -> str:
     payload = envelope.payload
-    candidates = (
-        (payload.account_label, Attribution.payload),
-        (payload.order.account_label, Attribution.order),
-        (envelope.account_label, Attribution.envelope),
+    order_id, client_order_id = order_identity(envelope)
+    return event_fingerprint(
+        account_label=account,
+        order_id=order_id,
+        client_order_id=client_order_id,
+        event=payload.event,
+        status=payload.order.status,
+        event_ts=event_ts,
+        execution_id=_clean(payload.execution_id),
+        qty=payload.qty,
+        filled_qty=payload.order.filled_qty,
+        filled_avg_price=payload.order.filled_avg_price,
     )
-    for label, source in candidates:
-        cleaned = _clean(label)
-        if cleaned is not None:
-            return cleaned, source
-    owner = _clean(owner_of(payload.order.client_order_id, payload.order.id))
-    if owner is not None:
-        return owner, Attribution.order_index
-    return default_label, Attribution.default
+
+
+def held_event(
+    envelope: TradeUpdateEnvelope,
+    source: SourceCoordinates,
+    received_at: datetime,
+    raw_envelope: dict[str, Any],
+) -> HeldEventRow:
+    """The row that keeps an event of no known account (no label inside its fingerprint)."""
+    order_id, client_order_id = order_identity(envelope)
+    event_ts = envelope.event_time or received_at
+    return HeldEventRow(
+        event_fingerprint=_fingerprint(envelope, "", event_ts),
+        source_topic=source.topic,
+        source_partition=source.partition,
+        source_offset=source.offset,
+        alpaca_order_id=order_id,
+        client_order_id=client_order_id,
+        symbol=envelope.order_symbol,
+        event_type=envelope.payload.event,
+        event_ts=event_ts,
+        envelope=raw_envelope,
+    )
 
 
 def normalise(
     envelope: TradeUpdateEnvelope,
     source: SourceCoordinates,
-    owner_of: OwnerLookup,
-    default_label: str,
+    account: str,
+    attribution: Attribution,
     received_at: datetime,
     raw_payload: dict[str, Any] | None = None,
 ) -> TradeUpdate:
-    """One `TradeUpdate`; raises `MissingOrderIdentity` when no order is named.
+    """One `TradeUpdate` of `account`; raises `MissingOrderIdentity` when no order is named.
 
     `received_at` (the Kafka record time) stands in for the event time only when neither the
     event, its order nor the envelope carries one. `raw_payload` is the payload as it arrived
@@ -75,25 +101,10 @@ def normalise(
     """
     payload = envelope.payload
     order = payload.order
-    order_id = _clean(order.id)
-    client_order_id = _clean(order.client_order_id)
-    if order_id is None and client_order_id is None:
-        raise MissingOrderIdentity("trade update names no order id nor client order id")
-    account, attribution = attribute(envelope, owner_of, default_label)
+    order_id, client_order_id = order_identity(envelope)
     event_ts = envelope.event_time or received_at
     execution_id = _clean(payload.execution_id)
-    fingerprint = event_fingerprint(
-        account_label=account,
-        order_id=order_id,
-        client_order_id=client_order_id,
-        event=payload.event,
-        status=order.status,
-        event_ts=event_ts,
-        execution_id=execution_id,
-        qty=payload.qty,
-        filled_qty=order.filled_qty,
-        filled_avg_price=order.filled_avg_price,
-    )
+    fingerprint = _fingerprint(envelope, account, event_ts)
     return TradeUpdate(
         account_label=account,
         attribution=attribution,

@@ -8,12 +8,16 @@ from decimal import Decimal
 from typing import Any
 
 from schemas.trade_update import AlpacaOrder
+from streams.domain.trade_updates.validate import check_order_numbers
 from streams.persistence.rows import ExecutionRow, OrderUpdateRow
 
 
 def parse_order(order: Mapping[str, Any]) -> AlpacaOrder:
-    """Validate the fields the project uses; raises `pydantic.ValidationError`."""
-    return AlpacaOrder.model_validate(dict(order))
+    """Validate the fields the project uses; raises `pydantic.ValidationError`, or
+    `InvalidTradeUpdate` (a ValueError) for NaN, infinite, negative or unstorable numbers."""
+    parsed = AlpacaOrder.model_validate(dict(order))
+    check_order_numbers(parsed)
+    return parsed
 
 
 def _as_of(order: AlpacaOrder, fallback: datetime) -> datetime:

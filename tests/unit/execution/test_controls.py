@@ -54,9 +54,65 @@ def test_crash_point_fires_once_per_data_dir(
 def test_cli_needs_one_scope_and_a_direction() -> None:
     from streams.cli.kill_switch import build_command
 
-    assert build_command(None, True, True, "drill", "op").scope == "*"
-    assert build_command("alpha", False, False, "done", "op").engaged is False
+    known = ("alpha", "beta")
+    assert build_command(None, True, True, "drill", "op", known).scope == "*"
+    assert build_command("alpha", False, False, "done", "op", known).engaged is False
     with pytest.raises(SystemExit):
-        build_command("alpha", True, True, "x", "op")
+        build_command("alpha", True, True, "x", "op", known)
     with pytest.raises(SystemExit):
-        build_command("alpha", False, None, "x", "op")
+        build_command("alpha", False, None, "x", "op", known)
+
+
+@pytest.mark.parametrize(
+    ("account", "message"),
+    [("ho-ghost", "unknown account 'ho-ghost'"), ("HO ALPHA!", "--account must be")],
+)
+def test_cli_refuses_an_account_the_registry_does_not_know(account: str, message: str) -> None:
+    from streams.cli.kill_switch import build_command
+
+    with pytest.raises(SystemExit) as caught:
+        build_command(account, False, True, "x", "op", ("alpha", "beta"))
+    assert message in str(caught.value)
+    assert "configured: alpha, beta" in str(caught.value) or "must be" in str(caught.value)
+
+
+async def test_control_feed_keeps_no_state_for_an_account_the_registry_does_not_know() -> None:
+    """A command naming an unknown account never reaches the book: dead-lettered when it
+    arrives live, only counted when met again in the start-up replay."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from schemas.codecs import decode_dead_letter, encode_control
+    from streams.dlq import DeadLetters
+    from streams.execution.control_feed import ControlFeed
+
+    sent: list[bytes] = []
+
+    class Sink:
+        async def send(self, *, key: bytes | None, value: bytes) -> None:
+            sent.append(value)
+
+    book = KillSwitchBook()
+    feed = ControlFeed(
+        "127.0.0.1:1",
+        "ctl",
+        book,
+        known_accounts=frozenset({"alpha"}),
+        dead_letters=DeadLetters(Sink()),
+    )
+
+    def record(account: str, offset: int) -> Any:
+        cmd = ControlCommand(account=account, engaged=True, operator="op", reason="r")
+        value = encode_control(cmd)
+        return SimpleNamespace(
+            topic="ctl", partition=0, offset=offset, key=b"k", value=value, timestamp=0
+        )
+
+    await feed._apply(record("ho-ghost", 1))  # replay: not live yet
+    assert book.as_dict() == {} and sent == [] and feed.unknown_accounts == 1
+    feed.caught_up.set()
+    await feed._apply(record("ho-ghost", 2))
+    await feed._apply(record("alpha", 3))
+    assert [decode_dead_letter(v).reason for v in sent] == ["unknown_account"]
+    assert decode_dead_letter(sent[0]).source_offset == 2
+    assert list(book.as_dict()) == ["alpha"]

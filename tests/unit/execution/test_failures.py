@@ -176,17 +176,22 @@ async def test_a_deferred_decision_is_recorded_parked_and_later_trades_once(
 async def test_an_undecodable_control_record_engages_its_scope_and_is_dead_lettered() -> None:
     from aiokafka import ConsumerRecord
 
+    from schemas.codecs import decode_dead_letter
+    from streams.dlq import DeadLetters
     from streams.domain.kill_switch import KillSwitchBook
     from streams.execution.control_feed import UNDECODABLE, ControlFeed
 
-    letters: list[tuple[str, int]] = []
+    class Topic:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
 
-    async def dead_letter(reason: str, record: ConsumerRecord, error: BaseException) -> None:
-        letters.append((reason, record.offset))
+        async def send(self, *, key: bytes | None, value: bytes) -> None:
+            self.sent.append(value)
 
+    dlq = Topic()
     now = [100.0]
     book = KillSwitchBook()
-    feed = ControlFeed("x:1", "control", book, dead_letter=dead_letter, clock=lambda: now[0])
+    feed = ControlFeed("x:1", "control", book, dead_letters=DeadLetters(dlq), clock=lambda: now[0])
     record = ConsumerRecord(
         "control", 0, 7, 0, 0, b"kill_switch:alpha", b"{not json", None, 9, 9, []
     )
@@ -194,7 +199,8 @@ async def test_an_undecodable_control_record_engages_its_scope_and_is_dead_lette
     engaged = book.engaged_for("alpha")
     assert engaged is not None and engaged.reason == UNDECODABLE
     assert book.engaged_for("beta") is None  # only the scope its key names
-    assert letters == [(UNDECODABLE, 7)]
+    letters = [decode_dead_letter(v) for v in dlq.sent]
+    assert [(x.reason, x.source_offset) for x in letters] == [(UNDECODABLE, 7)]
 
     feed._mark_caught_up()
     assert feed.stale_for() == 0.0

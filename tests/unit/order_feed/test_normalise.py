@@ -1,4 +1,4 @@
-"""Normalisation, attribution precedence and batch dedupe of trade updates."""
+"""Normalisation, held events and batch dedupe of trade updates (attribution: test_attribution)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from streams.domain.trade_updates.model import (
 from streams.domain.trade_updates.normalise import (
     MissingOrderIdentity,
     SourceCoordinates,
+    held_event,
     normalise,
 )
 from streams.domain.trade_updates.rows import dedupe_batch, event_row, order_update_row
@@ -26,57 +27,28 @@ V1 = SourceCoordinates("t.v1", 0, 7)
 V2 = SourceCoordinates("t.v2", 3, 9)
 
 
-def nobody(_client_id: str | None, _order_id: str | None) -> str | None:
-    return None
+def norm(
+    env: dict[str, Any],
+    source: SourceCoordinates = V1,
+    account: str = "paper",
+    attribution: Attribution = Attribution.default,
+) -> TradeUpdate:
+    return normalise(parse(env), source, account, attribution, received_at=T0)
 
 
-def norm(env: dict[str, Any], source: SourceCoordinates = V1, owner: Any = nobody) -> TradeUpdate:
-    return normalise(parse(env), source, owner, default_label="paper", received_at=T0)
+def held(env: dict[str, Any]) -> str:
+    return held_event(parse(env), V1, T0, env).event_fingerprint
 
 
-def test_v2_payload_label_wins_over_everything() -> None:
-    env = v2(data(account_label="order-acct"), "payload-acct")
-    env["accountLabel"] = "envelope-acct"
-    update = norm(env, V2, owner=lambda c, o: "index-acct")
-    assert (update.account_label, update.attribution) == ("payload-acct", Attribution.payload)
-
-
-def test_order_level_label_wins_over_envelope_index_and_default() -> None:
-    env = v1(data(account_label="order-acct"))
-    env["accountLabel"] = "envelope-acct"
-    update = norm(env, owner=lambda c, o: "index-acct")
-    assert (update.account_label, update.attribution) == ("order-acct", Attribution.order)
-
-
-def test_envelope_label_wins_over_index_and_default() -> None:
-    env = v1(data())
-    env["accountLabel"] = "envelope-acct"
-    update = norm(env, owner=lambda c, o: "index-acct")
-    assert (update.account_label, update.attribution) == ("envelope-acct", Attribution.envelope)
-
-
-def test_v1_event_falls_back_to_the_owner_of_its_client_order_id() -> None:
+def test_a_held_event_keeps_its_identity_under_no_account() -> None:
     d = data(client_order_id="f" * 64)
-    asked: list[tuple[str | None, str | None]] = []
-
-    def owner(client_id: str | None, order_id: str | None) -> str | None:
-        asked.append((client_id, order_id))
-        return "live-b" if client_id == "f" * 64 else None
-
-    update = norm(v1(d), owner=owner)
-    assert (update.account_label, update.attribution) == ("live-b", Attribution.order_index)
-    assert asked == [("f" * 64, d["order"]["id"])]
-
-
-def test_v1_event_without_any_evidence_gets_the_default_label() -> None:
-    update = norm(v1(data()))
-    assert (update.account_label, update.attribution) == ("paper", Attribution.default)
-
-
-def test_blank_labels_are_no_evidence() -> None:
-    env = v2(data(account_label="  "), "  ")
-    env["accountLabel"] = ""
-    assert norm(env, V2).attribution is Attribution.default
+    row = held_event(parse(v1(d)), V1, T0, v1(d))
+    assert (row.client_order_id, row.alpaca_order_id) == ("f" * 64, d["order"]["id"])
+    assert (row.source_topic, row.source_partition, row.source_offset) == ("t.v1", 0, 7)
+    assert row.envelope == v1(d)
+    # No account inside: not the fingerprint the event gets under any account.
+    assert row.event_fingerprint != norm(v1(d)).fingerprint
+    assert held(v1(d)) == held(v1(d, seq=5))
 
 
 def test_missing_order_identity_is_refused() -> None:
@@ -96,27 +68,31 @@ def test_fields_are_decimals_and_event_time_comes_from_the_payload() -> None:
 
 def test_v1_and_v2_copies_of_one_event_share_a_fingerprint() -> None:
     d = data()
-    copy_v1 = norm(v1(d, seq=1), owner=lambda c, o: "paper")
-    copy_v2 = norm(v2(d, "paper", seq=40), V2)
+    copy_v1 = norm(v1(d, seq=1), account="paper", attribution=Attribution.order_index)
+    copy_v2 = norm(v2(d, "paper", seq=40), V2, "paper", Attribution.payload)
     assert copy_v1.fingerprint == copy_v2.fingerprint
     assert copy_v1.version == 1 and copy_v2.version == 2
 
 
 def test_same_event_attributed_to_two_accounts_is_two_events() -> None:
     d = data()
-    assert norm(v2(d, "a"), V2).fingerprint != norm(v2(d, "b"), V2).fingerprint
+    assert norm(v2(d, "a"), V2, "a").fingerprint != norm(v2(d, "b"), V2, "b").fingerprint
 
 
 def test_batch_dedupe_keeps_first_copy_in_order() -> None:
     d1, d2 = data(execution_id="x1"), data(execution_id="x2")
-    updates = [norm(v2(d1, "a"), V2), norm(v2(d2, "a"), V2), norm(v2(d1, "a", seq=9), V2)]
+    updates = [
+        norm(v2(d1, "a"), V2, "a"),
+        norm(v2(d2, "a"), V2, "a"),
+        norm(v2(d1, "a", seq=9), V2, "a"),
+    ]
     unique, dropped = dedupe_batch(updates)
     assert [u.execution_id for u in unique] == ["x1", "x2"]
     assert dropped == 1
 
 
 def test_rows_carry_account_identity_and_cumulative_state() -> None:
-    update = norm(v2(data(), "a"), V2)
+    update = norm(v2(data(), "a"), V2, "a")
     row = event_row(update)
     assert (row.account_label, row.event_fingerprint, row.source_offset) == (
         "a",
@@ -130,7 +106,7 @@ def test_rows_carry_account_identity_and_cumulative_state() -> None:
 
 
 def test_records_round_trip_through_the_rekeyed_topic() -> None:
-    update = norm(v2(data(), "a"), V2)
+    update = norm(v2(data(), "a"), V2, "a")
     assert decode_record(encode_record(update)) == update
     request = ReconcileRequest(account_label="a", reason="forwarder_reconnect", requested_at=T0)
     assert decode_record(encode_record(request)) == request
@@ -145,14 +121,16 @@ def test_outcomes_tell_redeliveries_from_stale_updates() -> None:
     )
     from streams.persistence.rows import ApplyOutcome, ApplyResult
 
-    update = norm(v2(data(), "a"), V2)  # filled, cumulative 10
+    update = norm(v2(data(), "a"), V2, "a")  # filled, cumulative 10
     assert classify(update, ApplyResult(ApplyOutcome.applied, 1, "filled", Decimal(10))) is (
         Outcome.applied
     )
     assert classify(update, ApplyResult(ApplyOutcome.not_found)) is Outcome.unlinked
     same = ApplyResult(ApplyOutcome.stale, 1, "filled", Decimal(10))
     assert classify(update, same) is Outcome.unchanged
-    partial = norm(v2(data("partial_fill", status="partially_filled", filled_qty="4"), "a"), V2)
+    partial = norm(
+        v2(data("partial_fill", status="partially_filled", filled_qty="4"), "a"), V2, "a"
+    )
     assert classify(partial, same) is Outcome.out_of_order
     assert metrics_account("a", frozenset({"a"})) == "a"
     assert metrics_account("zz", frozenset({"a"})) == OTHER_ACCOUNT
