@@ -193,16 +193,9 @@ class ControlFeed:
             f"; kill switch engaged for {scope}" if scope else " (its key names no scope)",
             extra={"reason": exc.reason, "partition": record.partition, "offset": record.offset},
         )
-        if scope is not None:
-            command = ControlCommand(
-                kind=ControlKind.kill_switch,
-                account=None if scope == "*" else scope,
-                engaged=True,
-                operator="torghut-streams",
-                reason=UNDECODABLE,
-            )
-            if self.book.apply(command):
-                self._notify(command, command.scope, live)
+        command = self._fail_safe_command(scope)
+        if command is not None and self.book.apply(command):
+            self._notify(command, command.scope, live)
         if self.dead_letters is not None:
             await self.dead_letters.send(
                 reason=UNDECODABLE,
@@ -213,6 +206,26 @@ class ControlFeed:
                 value=record.value,
                 error=exc,
             )
+
+    def _fail_safe_command(self, scope: str | None) -> ControlCommand | None:
+        """The engage an undecodable record's key stands for: all lanes, or one account the
+        registry knows (a key naming anything else creates no state)."""
+        if scope is None:
+            return None
+        account = None if scope == "*" else scope
+        known = self.known_accounts
+        if account is not None and known is not None and account not in known:
+            return None
+        try:
+            return ControlCommand(
+                kind=ControlKind.kill_switch,
+                account=account,
+                engaged=True,
+                operator="torghut-streams",
+                reason=UNDECODABLE,
+            )
+        except ValueError:  # not even a valid label
+            return None
 
     async def _unknown_account(self, record: ConsumerRecord, live: bool) -> None:
         self.unknown_accounts += 1
