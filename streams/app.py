@@ -15,6 +15,7 @@ import faust
 from faust.tables import TableManager
 from mode import BaseSignalT
 
+from streams import compat
 from streams.context import ConfigurationError, WorkerContext, exit_on_configuration_error
 from streams.kafka_security import KafkaConfigError, check_connection_blocking, faust_kwargs
 from streams.observability.logging import logging_config
@@ -41,6 +42,10 @@ class TorghutApp(faust.App):
         self.settings = settings
         self.state_topic_configs = state_topic_configs(settings)
         self._context: WorkerContext | None = None
+
+    def _new_transport(self) -> Any:
+        """faust's transport with a consumer that never commits past an unprocessed record."""
+        return compat.no_skip_transport(self)
 
     def topic(self, *topics: str, **kwargs: Any) -> faust.TopicT:
         if kwargs.get("internal"):

@@ -59,7 +59,12 @@ from faust.stores.rocksdb import Store as RocksStore  # noqa: E402
 from faust.streams import _current_event  # noqa: E402
 from faust.tables import TableManager  # noqa: E402
 from faust.tables.recovery import Recovery  # noqa: E402
+from faust.transport.consumer import CONSUMER_PARTITIONS_REVOKED  # noqa: E402
+from faust.transport.drivers import aiokafka as faust_aiokafka  # noqa: E402
 from faust.types import TP, AgentT, AppT, CollectionT, EventT  # noqa: E402
+from faust.utils.functional import consecutive_numbers  # noqa: E402
+from faust.utils.tracing import traced_from_parent_span  # noqa: E402
+from mode import Service  # noqa: E402
 
 # ---------------------------------------------------------------- faust: events and tables
 
@@ -203,6 +208,128 @@ class AgentsCommand(faust_agents_command):
             return topic
         except ValueError:
             return ",".join(sorted(agent.get_topic_names()))
+
+
+# ---------------------------------------------------------------- faust: offset commits
+
+
+class NoSkipConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer that never commits past a record it did not process.
+
+    faust 0.15.3 keeps, per partition, the offsets acked since the last commit (`_acked`), the
+    last commit (`_committed_offset`, the *next* offset to read, Kafka's meaning), the last offset
+    its fetch loop read (`_read_offset`) and holes in the log (`_gap`). Three defects, together,
+    let a rebalance commit past a record that was never processed (issue #22, a lost signal):
+
+    1. `on_partitions_revoked` drops a revoked partition's committed offset and acks *before*
+       it runs the app's revocation (wait for the in-flight events, then the final commit), so
+       that final commit has no head check at all: whatever was acked after the drop is
+       committed, however far it is from the last commit.
+    2. `_new_offset`'s head check `min(acked) - committed > 1` lets exactly one record be
+       skipped: the one *at* the committed offset (committed=10, acked=[11] commits 12).
+    3. The fetch loop records a read offset for a prefetched record whose delivery the
+       revocation cancelled, after the drop; `perform_seek` sets the read offset to the
+       committed offset (next to read) where the loop means "last read", and `_add_gap` starts
+       holes at committed + 1: a hole at the committed offset itself is never recorded.
+
+    Here: the revocation's final commit runs with the partition's bookkeeping intact and the
+    bookkeeping is dropped afterwards (and again at assignment, for anything recorded in
+    between); the head check is strict (the first acked offset must be the committed one, holes
+    included), the read offset after a seek is the last one read, and holes are recorded from the
+    committed offset; and nothing of a partition is committed between its assignment and the
+    seek that reads its committed offset (a late ack of the previous generation would otherwise
+    be committed without a head check). `tests/unit/compat/test_no_skip_consumer.py` pins each
+    defect in faust and the fix here."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._seeked: set[TP] = set()
+
+    def _forget(self, tps: set[TP]) -> None:
+        for tp in tps:
+            self._seeked.discard(tp)
+            self._gap.pop(tp, None)
+            self._acked.pop(tp, None)
+            self._acked_index.pop(tp, None)
+            self._read_offset.pop(tp, None)
+            self._committed_offset.pop(tp, None)
+
+    @Service.transitions_to(CONSUMER_PARTITIONS_REVOKED)  # type: ignore[misc]
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        span = cast(Any, self.app)._start_span_from_rebalancing("on_partitions_revoked")
+        T = traced_from_parent_span(span)
+        with span:
+            if self._active_partitions is not None:
+                self._active_partitions.difference_update(revoked)
+            self._paused_partitions.difference_update(revoked)
+            try:
+                await T(self._on_partitions_revoked, partitions=revoked)(revoked)
+            finally:
+                self._forget(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        # Whatever the fetch loop recorded after the revocation belongs to no assignment.
+        self._forget(set(self._read_offset) | set(self._gap) | set(self._acked) | self._seeked)
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        self._seeked.update(self.assignment())
+        for tp, committed in list(self._committed_offset.items()):
+            if committed:  # the last offset read is the one before the next to read
+                self._read_offset[tp] = committed - 1
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        committed = self._committed_offset[tp]
+        if committed is not None:
+            offset_from = max(offset_from, committed)
+        if offset_from <= offset_to:
+            self._gap[tp].addi(offset_from, offset_to + 1)
+            self._gap[tp].merge_overlaps()
+
+    def _new_offset(self, tp: TP) -> int | None:
+        acked = self._acked[tp]
+        if not acked or tp not in self._seeked:
+            return None
+        max_offset = max(acked)
+        gap_for_tp = self._gap[tp]
+        if gap_for_tp:
+            candidates = sorted(gap_for_tp.overlap(0, max_offset), key=lambda x: x.begin)
+            if candidates:
+                holes: list[int] = []
+                for entry in candidates:
+                    holes.extend(range(entry.begin, entry.end))
+                new_max_offset = max(holes[-1], max_offset + 1)
+                acked.extend(holes)
+                gap_for_tp.chop(0, new_max_offset)
+        acked.sort()
+        committed = self._committed_offset[tp]
+        if committed is not None:
+            while acked and acked[0] < committed:  # already committed (a hole filled twice)
+                self._acked_index[tp].discard(acked.pop(0))
+            if not acked or acked[0] != committed:
+                return None  # the record at the committed offset is not done
+        batch = next(consecutive_numbers(acked))
+        acked[: len(batch)] = []
+        self._acked_index[tp].difference_update(batch)
+        return int(batch[-1]) + 1
+
+
+class NoSkipTransport(faust_aiokafka.Transport):
+    """faust's aiokafka transport with `NoSkipConsumer`."""
+
+    Consumer = NoSkipConsumer
+
+
+def no_skip_transport(app: AppT) -> Any:
+    """The transport `TorghutApp._new_transport` builds: faust's choice by the broker URL, with
+    `NoSkipConsumer` when that is faust's aiokafka transport (it is for `kafka://`)."""
+    from faust.transport import by_url
+
+    conf = app.conf
+    chosen = by_url(conf.broker_consumer[0])
+    cls = NoSkipTransport if chosen is faust_aiokafka.Transport else chosen
+    return cls(conf.broker_consumer, app)
 
 
 # ---------------------------------------------------------------- aiokafka

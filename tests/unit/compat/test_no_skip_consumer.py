@@ -1,0 +1,150 @@
+"""`compat.NoSkipConsumer`: each faust 0.15.3 offset-commit defect it fixes, pinned in faust (an
+upgrade that fixes or changes one fails here) beside the behaviour of the fix (issue #22: a
+signal lost in a rebalance)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+import pytest
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from streams import compat
+
+TP0 = TP("signals", 0)
+OnRevoked = Callable[[set[TP]], Awaitable[None]]
+
+
+async def _nothing(*args: Any) -> None:
+    return None
+
+
+def _consumer(cls: type[Any], on_revoked: OnRevoked = _nothing) -> Any:
+    app = faust.App("no-skip-test", broker="kafka://127.0.0.1:9")
+    consumer = cls(
+        app.transport,
+        callback=_nothing,
+        on_partitions_revoked=on_revoked,
+        on_partitions_assigned=_nothing,
+    )
+    consumer.assignment = lambda: {TP0}
+    return consumer
+
+
+def _ack(consumer: Any, *offsets: int) -> None:
+    """What `Consumer.ack` records for a processed record."""
+    for offset in offsets:
+        consumer._acked[TP0].append(offset)
+        consumer._acked_index[TP0].add(offset)
+
+
+async def _final_commit_offset(cls: type[Any]) -> int | None:
+    """Committed 10; 10 and 11 processed; 12 prefetched and dropped by the revocation (never
+    processed); 13 finishes during the revocation's wait. What does the final commit commit?"""
+    seen: list[int | None] = []
+
+    async def revocation(revoked: set[TP]) -> None:  # the app: wait for streams, commit
+        _ack(consumer, 13)
+        seen.append(consumer._new_offset(TP0))
+
+    consumer = _consumer(cls, revocation)
+    consumer._committed_offset[TP0] = 10
+    if isinstance(consumer, compat.NoSkipConsumer):
+        consumer._seeked.add(TP0)
+    _ack(consumer, 10, 11)
+    await consumer.on_partitions_revoked({TP0})
+    return seen[0]
+
+
+async def test_faust_final_revocation_commit_skips_a_dropped_record() -> None:
+    # faust drops the committed offset and the acks first: 14 is committed, 12 is lost.
+    assert await _final_commit_offset(faust_aiokafka.Consumer) == 14
+
+
+async def test_no_skip_final_revocation_commit_stops_at_the_dropped_record() -> None:
+    assert await _final_commit_offset(compat.NoSkipConsumer) == 12
+
+
+async def test_no_skip_forgets_the_revoked_partition_after_the_final_commit() -> None:
+    consumer = _consumer(compat.NoSkipConsumer)
+    consumer._committed_offset[TP0] = 10
+    consumer._read_offset[TP0] = 12
+    _ack(consumer, 10)
+    await consumer.on_partitions_revoked({TP0})
+    assert TP0 not in consumer._committed_offset
+    assert TP0 not in consumer._read_offset
+    assert TP0 not in consumer._acked
+
+
+def _state(cls: type[Any], committed: int, acked: list[int]) -> Any:
+    consumer = _consumer(cls)
+    consumer._committed_offset[TP0] = committed
+    if isinstance(consumer, compat.NoSkipConsumer):
+        consumer._seeked.add(TP0)
+    _ack(consumer, *acked)
+    return consumer
+
+
+def test_faust_head_check_lets_the_record_at_the_committed_offset_be_skipped() -> None:
+    assert _state(faust_aiokafka.Consumer, 10, [11])._new_offset(TP0) == 12
+
+
+@pytest.mark.parametrize(
+    ("acked", "expected"),
+    [([11], None), ([11, 12], None), ([10, 11], 12), ([10, 12], 11), ([9, 10], 11)],
+)
+def test_no_skip_head_check_is_strict(acked: list[int], expected: int | None) -> None:
+    assert _state(compat.NoSkipConsumer, 10, acked)._new_offset(TP0) == expected
+
+
+def test_no_skip_commits_nothing_before_the_seek_after_assignment() -> None:
+    consumer = _consumer(compat.NoSkipConsumer)
+    _ack(consumer, 10, 11)  # a late ack of the previous generation, committed offset unknown
+    assert consumer._new_offset(TP0) is None
+    assert _consumer(faust_aiokafka.Consumer)._new_offset(TP0) is None  # nothing acked there
+    stock = _consumer(faust_aiokafka.Consumer)
+    _ack(stock, 10, 11)
+    assert stock._new_offset(TP0) == 12  # faust commits it, head unchecked
+
+
+async def _seek(cls: type[Any]) -> Any:
+    consumer = _consumer(cls)
+
+    async def committed() -> dict[TP, int]:
+        return {TP0: 10}
+
+    consumer.seek_to_committed = committed
+    await consumer.perform_seek()
+    return consumer
+
+
+async def test_faust_seek_sets_the_read_offset_to_the_next_offset() -> None:
+    consumer = await _seek(faust_aiokafka.Consumer)
+    assert consumer._read_offset[TP0] == 10  # the fetch loop means "last read"
+    await consumer._add_gap(TP0, 10, 11)  # a hole at 10: 11 is the first record after it
+    assert sorted((i.begin, i.end) for i in consumer._gap[TP0]) == [(11, 12)]  # 10 unrecorded
+
+
+async def test_no_skip_seek_reads_from_the_committed_offset_and_records_a_hole_there() -> None:
+    consumer = await _seek(compat.NoSkipConsumer)
+    assert consumer._read_offset[TP0] == 9
+    await consumer._add_gap(TP0, 10, 11)
+    assert sorted((i.begin, i.end) for i in consumer._gap[TP0]) == [(10, 12)]
+    _ack(consumer, 11)  # the hole at 10 counts as done: 11 is committable
+    assert consumer._new_offset(TP0) == 12
+
+
+async def test_no_skip_assignment_drops_a_read_offset_recorded_after_the_revocation() -> None:
+    consumer = _consumer(compat.NoSkipConsumer)
+    consumer._read_offset[TP0] = 42  # the fetch loop, for a record it never delivered
+    await consumer.on_partitions_assigned({TP0}, 2)
+    assert TP0 not in consumer._read_offset
+
+
+def test_the_app_uses_the_no_skip_consumer() -> None:
+    from streams.app import app
+
+    assert app.transport.Consumer is compat.NoSkipConsumer
