@@ -62,6 +62,7 @@ from faust.tables.recovery import Recovery  # noqa: E402
 from faust.transport.consumer import CONSUMER_PARTITIONS_REVOKED  # noqa: E402
 from faust.transport.drivers import aiokafka as faust_aiokafka  # noqa: E402
 from faust.types import TP, AgentT, AppT, CollectionT, EventT  # noqa: E402
+from faust.types.tuples import ack_lock  # noqa: E402
 from faust.utils.functional import consecutive_numbers  # noqa: E402
 from faust.utils.tracing import traced_from_parent_span  # noqa: E402
 from mode import Service  # noqa: E402
@@ -134,6 +135,21 @@ def rocksdb_for_partition(table: CollectionT, partition: int) -> Any:
 
 def has_changelog_callback(table: CollectionT) -> bool:
     return cast(Any, table)._on_changelog_event is not None
+
+
+async def each_event_acked_when_done(
+    stream: Any, handle: Callable[[EventT[Any]], Awaitable[None]]
+) -> None:
+    """Feed every event of a faust stream to `handle`, acking it only once `handle` returned.
+
+    faust's stream iterator acks the event being processed in a `finally` — also when the
+    agent is cancelled or raises while handling it (a SIGTERM mid-publish): the offset of a
+    signal whose decisions were never produced could then be committed, and the signal lost.
+    With `noack`, only an event whose handling finished is acked."""
+    manual = stream.noack()
+    async for event in manual.events():
+        await handle(event)
+        await manual.ack(event)
 
 
 # ---------------------------------------------------------------- faust: recovery
@@ -278,6 +294,18 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
         for tp, committed in list(self._committed_offset.items()):
             if committed:  # the last offset read is the one before the next to read
                 self._read_offset[tp] = committed - 1
+
+    def ack(self, message: Any) -> bool:
+        """A record fetched in an earlier generation is never made committable: faust's stream
+        skips such a record unprocessed but acks it (`value is skipped_value`), and its offset
+        could then be committed although only its re-fetched copy would be processed. It is
+        only released (no longer waited for); its re-fetched copy is acked when processed."""
+        if message.generation_id != self.app.consumer_generation_id:
+            with ack_lock:
+                message.acked = True
+                self._unacked_messages.discard(message)
+            return False
+        return bool(super().ack(message))
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         committed = self._committed_offset[tp]

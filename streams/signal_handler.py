@@ -24,6 +24,7 @@ import faust
 
 from schemas.codecs import DEFAULT_TA_SIGNAL_SCHEMA_IDS, DecodeError, encode_decision
 from schemas.decision import AccountDecision
+from streams.compat import each_event_acked_when_done
 from streams.dlq import DeadLetters
 from streams.domain.replay import replay_scope_from_headers
 from streams.domain.signal_order import SignalOrder, WatermarkTracker
@@ -64,8 +65,8 @@ class SignalHandler:
 
     async def run(self, stream: faust.StreamT[bytes]) -> None:
         await self._flags.ensure_loaded()
-        async for event in stream.events():
-            await self.handle(event)
+        # Acked only once its decisions are acknowledged (never by a cancelled handling).
+        await each_event_acked_when_done(stream, self.handle)
 
     async def handle(self, event: faust.EventT[bytes]) -> None:
         try:

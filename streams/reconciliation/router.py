@@ -22,6 +22,7 @@ import faust
 
 from schemas.codecs import DecodeError, decode_trade_update
 from schemas.trade_update import TradeUpdateEnvelope
+from streams.compat import each_event_acked_when_done
 from streams.dlq import DeadLetters
 from streams.domain.trade_updates import metrics
 from streams.domain.trade_updates.model import TradeUpdate, encode_record
@@ -67,9 +68,8 @@ class TradeUpdateRouter:
         self._clock = clock
 
     async def run(self, stream: faust.StreamT[Any]) -> None:
-        """The `order_feed` agent's loop: every record, in order."""
-        async for event in stream.events():
-            await self.route(event)
+        """The `order_feed` agent's loop: every record, in order, acked once routed."""
+        await each_event_acked_when_done(stream, self.route)
 
     async def route(self, event: faust.EventT[Any]) -> None:
         """One v1/v2 record → the account-updates topic (key account_label), held, or a dead

@@ -281,3 +281,55 @@ def test_alpaca_trading_stream_hooks() -> None:
     assert inspect.iscoroutinefunction(TradingStream._start_ws)
     assert inspect.iscoroutinefunction(TradingStream._run_forever)
     assert "_start_ws" in inspect.getsource(TradingStream._run_forever)
+
+
+# ---------------------------------------------------------------- faust: acks of a cancelled event
+
+
+def test_faust_acks_the_event_being_handled_in_a_finally_unless_noack() -> None:
+    """The hazard `each_event_acked_when_done` avoids: both stream iterators ack the current
+    event in a `finally` (so also when the agent is cancelled mid-event), gated by
+    `enable_acks`, which `noack()` turns off."""
+    from faust.streams import Stream
+
+    for iterator in (Stream._c_aiter, Stream._py_aiter):
+        source = inspect.getsource(iterator)
+        assert "do_ack = self.enable_acks" in source
+        assert re.search(r"finally:.*?do_ack or value is skipped_value", source, re.S)
+    assert "enable_acks=False" in inspect.getsource(Stream.noack)
+
+
+class _Manual:
+    def __init__(self, events: list[Any]) -> None:
+        self._events = events
+        self.acked: list[Any] = []
+
+    def noack(self) -> _Manual:
+        return self
+
+    async def events(self) -> Any:
+        for event in self._events:
+            yield event
+
+    async def ack(self, event: Any) -> bool:
+        self.acked.append(event)
+        return True
+
+
+async def test_an_event_is_acked_only_once_handled() -> None:
+    import asyncio
+
+    stream = _Manual(["e1", "e2", "e3"])
+    blocked = asyncio.Event()
+
+    async def handle(event: Any) -> None:
+        if event == "e2":
+            blocked.set()
+            await asyncio.sleep(3600)  # e.g. decisions being published at shutdown
+
+    task = asyncio.create_task(compat.each_event_acked_when_done(stream, handle))
+    await blocked.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert stream.acked == ["e1"]  # e2 is redelivered after the restart, never lost

@@ -148,3 +148,38 @@ def test_the_app_uses_the_no_skip_consumer() -> None:
     from streams.app import app
 
     assert app.transport.Consumer is compat.NoSkipConsumer
+
+
+def _message(offset: int, generation_id: int) -> Any:
+    from faust.types.tuples import Message
+
+    return Message(
+        "signals", 0, offset, 0.0, 0, None, b"k", b"v", None, generation_id=generation_id
+    )
+
+
+async def test_faust_makes_a_skipped_earlier_generation_record_committable() -> None:
+    """faust's stream skips an old-generation record unprocessed and acks it: stock faust then
+    commits past it (its re-fetched copy may never be processed before a crash)."""
+    consumer = _state(faust_aiokafka.Consumer, 10, [])
+    consumer.app.topics.acks_enabled_for = lambda topic: True  # an agent reads it
+    consumer.app.consumer_generation_id = 2
+    old = _message(10, generation_id=1)
+    consumer._unacked_messages.add(old)
+    assert consumer.ack(old) is True
+    assert consumer._new_offset(TP0) == 11
+
+
+async def test_no_skip_releases_an_earlier_generation_record_without_committing_it() -> None:
+    consumer = _state(compat.NoSkipConsumer, 10, [])
+    consumer.app.topics.acks_enabled_for = lambda topic: True  # an agent reads it
+    consumer.app.consumer_generation_id = 2
+    old = _message(10, generation_id=1)
+    consumer._unacked_messages.add(old)
+    assert consumer.ack(old) is False
+    assert old.acked and old not in consumer._unacked_messages  # a rebalance does not wait for it
+    assert consumer._new_offset(TP0) is None
+    fresh = _message(10, generation_id=2)  # the re-fetched copy, processed
+    consumer._unacked_messages.add(fresh)
+    assert consumer.ack(fresh) is True
+    assert consumer._new_offset(TP0) == 11

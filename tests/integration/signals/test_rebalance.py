@@ -1,0 +1,142 @@
+"""Every triggering signal yields its decisions while the signals partitions move between three
+workers under load: a worker SIGKILLed while it owns them, a worker joining, a worker SIGTERMed
+(issue #22: one signal was lost, its offset committed past it; `compat.NoSkipConsumer`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from schemas.codecs import decode_decision
+from tests.integration.signals.helpers import (
+    SHAPES,
+    account,
+    accounts_json,
+    avro_record,
+    expected_hashes,
+    read_topic,
+    signal,
+)
+from tests.support.kafka import create_topics, produce
+from tests.support.stack import StackInfo, app_env, app_topics
+from tests.support.worker import Worker
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+STRATEGY_ENV = {"TRADING_STRATEGY_RUNTIME_MODE": "plugin_v3"}
+LANES = ("acct-a", "acct-b", "acct-c")
+SYMBOLS = tuple(f"SYM{i}" for i in range(16))
+BATCHES = 40  # one signal per symbol each, every 0.4 s: ~16 s of load
+
+
+async def committed_and_end(stack: StackInfo, group: str, topic: str) -> dict[int, tuple[int, int]]:
+    """partition → (the group's committed offset, the end offset)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return {tp.partition: (committed[tp].offset if tp in committed else -1, ends[tp]) for tp in tps}
+
+
+async def test_no_triggering_signal_is_lost_while_partitions_move(
+    stack: StackInfo, tmp_path: Path, workers: list[Worker]
+) -> None:
+    flags_file = tmp_path / "flags.yaml"
+    flags_file.write_text("{}\n")
+    env = app_env(
+        "rebalance",
+        TORGHUT_TOPIC_PARTITIONS=str(PARTITIONS),
+        TRADING_MULTI_ACCOUNT_ENABLED="true",
+        TRADING_ACCOUNTS_JSON=accounts_json(*(account(label) for label in LANES)),
+        TRADING_ACCOUNT_LABEL="acct-a",
+        TRADING_FLAGS_FILE=str(flags_file),
+        TORGHUT_TABLE_STANDBY_REPLICAS="0",
+        **STRATEGY_ENV,
+    )
+    await create_topics(stack.bootstrap, set(app_topics(env)), partitions=PARTITIONS)
+    signals = [
+        signal(symbol, seq, SHAPES[(seq + i) % len(SHAPES)])
+        for seq in range(1, BATCHES + 1)
+        for i, symbol in enumerate(SYMBOLS)
+    ]
+    expected = expected_hashes(signals, LANES, STRATEGY_ENV)
+    triggering = len({h for _, h in expected}) // len(LANES)
+    assert triggering >= BATCHES * len(SYMBOLS) // 3, "the fixture must trigger"
+
+    first = Worker(stack, env, tmp_path / "w1", name="w1").start()
+    workers.append(first)
+    first.wait_ready(timeout=120)
+    second = Worker(stack, env, tmp_path / "w2", name="w2")
+    third = Worker(stack, env, tmp_path / "w3", name="w3")
+
+    async def load() -> None:
+        for n in range(BATCHES):
+            batch = signals[n * len(SYMBOLS) : (n + 1) * len(SYMBOLS)]
+            await produce(stack.bootstrap, env["TORGHUT_SIGNALS_TOPIC"], map(avro_record, batch))
+            await asyncio.sleep(0.4)
+
+    async def moves() -> None:
+        await asyncio.sleep(2)
+        workers.append(second.start())  # joins: partitions move while signals are in flight
+        await asyncio.sleep(6)
+        await asyncio.to_thread(
+            first.kill
+        )  # SIGKILL of a worker owning signals partitions, nothing committed on exit
+        workers.append(third.start())
+        await asyncio.sleep(6)
+        await asyncio.to_thread(second.stop)  # SIGTERM: a graceful revocation with the final commit
+
+    await asyncio.gather(load(), moves())
+    third.wait_ready(timeout=120)
+    out = await read_topic(
+        stack.bootstrap, env["TORGHUT_DECISIONS_TOPIC"], expect=len(expected), timeout=180, settle=3
+    )
+    got = Counter(
+        (d.account_label, d.decision_hash) for d in (decode_decision(r.value) for r in out)
+    )
+    missing = set(expected) - set(got)
+    group, topic = env["TORGHUT_APP_ID"], env["TORGHUT_SIGNALS_TOPIC"]
+    for _ in range(60):  # the last commit comes within a commit interval
+        offsets = await committed_and_end(stack, group, topic)
+        if all(c == e for c, e in offsets.values()):
+            break
+        await asyncio.sleep(0.5)
+    print(
+        json.dumps(
+            {
+                "signals": len(signals),
+                "triggering_signals": triggering,
+                "expected_decisions": len(expected),
+                "decision_records": len(out),
+                "distinct_decisions": len(got),
+                "redelivered_duplicates": sum(n - 1 for n in got.values()),
+                "missing": len(missing),
+                "signals_committed_vs_end": offsets,
+            }
+        )
+    )
+    for w in (first, second, third):
+        for line in w.lines:
+            if any(k in line for k in ("signal dropped", "dead letter", "Discarded commit")):
+                print(w.name, line)
+    assert not missing, sorted(missing)[:10]
+    assert set(got) == set(expected)  # and nothing else
+    # every signal processed, and the group's offsets say so (nothing left behind)
+    for partition, (committed, end) in offsets.items():
+        assert committed == end, (partition, committed, end)
