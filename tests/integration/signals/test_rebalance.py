@@ -14,6 +14,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.codecs import decode_decision
+from streams.domain.fanout import fan_out
+from streams.domain.strategy.catalog import build_runtime
+from streams.settings import Settings
 from tests.integration.signals.helpers import (
     SHAPES,
     account,
@@ -131,10 +134,24 @@ async def test_no_triggering_signal_is_lost_while_partitions_move(
             }
         )
     )
-    for w in (first, second, third):
-        for line in w.lines:
-            if any(k in line for k in ("signal dropped", "dead letter", "Discarded commit")):
-                print(w.name, line)
+    if missing:  # which signals, and what each worker said about them (a post-mortem)
+        runtime = build_runtime(Settings(**STRATEGY_ENV))  # type: ignore[arg-type]
+        lost = set()
+        for sig in signals:
+            hashes = {
+                d.decision_hash
+                for d in fan_out(runtime.evaluate(sig).intents, LANES, sig, sig.event_ts)
+            }
+            if hashes & {h for _, h in missing}:
+                lost.add((sig.symbol, sig.seq))
+        print("lost signals:", sorted(lost))
+        for w in (first, second, third):
+            for line in w.lines:
+                if any(f"{sym} seq {seq}" in line for sym, seq in lost) or any(
+                    k in line
+                    for k in ("Discarded commit", "rebalanc", "revoked", "assigned", "Seek")
+                ):
+                    print(w.name, line[:300])
     assert not missing, sorted(missing)[:10]
     assert set(got) == set(expected)  # and nothing else
     # every signal processed, and the group's offsets say so (nothing left behind)
