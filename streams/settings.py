@@ -459,6 +459,13 @@ class Settings(BaseSettings):
         "advanced (read, or confirmed it is at the end) for this long.",
     )
 
+    order_feed_retry_seconds: float = env(
+        "TORGHUT_ORDER_FEED_RETRY_SECONDS",
+        30.0,
+        "Budget of one order-feed batch for Postgres failures (retries, hung statements); past "
+        "it the worker exits without acking the batch, which is redelivered after the restart.",
+    )
+
     # ---- testing and fault injection (never set in production)
     crash_at: str | None = env(
         "TORGHUT_CRASH_AT",
