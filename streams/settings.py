@@ -466,6 +466,13 @@ class Settings(BaseSettings):
         "it the worker exits without acking the batch, which is redelivered after the restart.",
     )
 
+    recovery_watchdog_seconds: float = env(
+        "TORGHUT_RECOVERY_WATCHDOG_SECONDS",
+        900.0,
+        "A table recovery (start, rebalance) not finished after this long stops the worker "
+        "(exit 70, `recovery_stuck`) so that it is restarted; 0 disables the watchdog.",
+    )
+
     # ---- testing and fault injection (never set in production)
     crash_at: str | None = env(
         "TORGHUT_CRASH_AT",

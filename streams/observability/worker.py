@@ -27,6 +27,7 @@ from streams.observability.readiness import (
     Readiness,
     recovery_check,
 )
+from streams.observability.recovery_watchdog import RecoveryState, RecoveryWatchdog
 from streams.observability.status import StatusBoard
 from streams.ownership import bootstrap_servers, lane_partitions
 from streams.persistence.dsn import database_dsn
@@ -118,6 +119,14 @@ def recovery_remaining(app: faust.App) -> tuple[int, int]:
     return int(recovery.active_remaining_total()), int(recovery.standby_remaining_total())
 
 
+def recovery_state(app: faust.App) -> RecoveryState:
+    """Whether a table recovery is under way (started and not finished), and what is left."""
+    recovery = table_recovery(app)
+    active, _ = recovery_remaining(app)
+    recovering = bool(recovery.in_recovery) or not recovery.completed.is_set()
+    return RecoveryState(recovering=recovering, remaining=active)
+
+
 def agents_running(app: faust.App, topic: str) -> bool | None:
     """Whether the agents consuming `topic` have a live actor (None: no such agent)."""
     agents = [a for a in app.agents.values() if topic in set(a.get_topic_names())]
@@ -153,6 +162,9 @@ class WorkerObservability:
         self._configured = False
         self.last_lag: list[PartitionLag] = []
         self.last_readiness: Readiness | None = None
+        self.recovery_watchdog = RecoveryWatchdog(
+            lambda: recovery_state(app), settings.recovery_watchdog_seconds
+        )
 
     # ---- setup
     def configure_lanes(self) -> None:
