@@ -10,6 +10,7 @@ from agents import (  # noqa: F401
     lanes,
     monitor,
     reconciler,
+    recovery,
     signals,
     trade_updates,
     unattributed,

@@ -176,7 +176,7 @@ class WorkerContext:
             self.board,
             lanes=[LaneConfig(a.label, str(a.mode), a.enabled) for a in self.registry.accounts],
             account_topics=topics.account_keyed(),
-            control_caught_up=self.control_feed.caught_up.is_set,
+            control=self.control_feed,
         )
         self.observability.configure_lanes()
 

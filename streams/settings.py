@@ -459,6 +459,20 @@ class Settings(BaseSettings):
         "advanced (read, or confirmed it is at the end) for this long.",
     )
 
+    order_feed_retry_seconds: float = env(
+        "TORGHUT_ORDER_FEED_RETRY_SECONDS",
+        30.0,
+        "Budget of one order-feed batch for Postgres failures (retries, hung statements); past "
+        "it the worker exits without acking the batch, which is redelivered after the restart.",
+    )
+
+    recovery_watchdog_seconds: float = env(
+        "TORGHUT_RECOVERY_WATCHDOG_SECONDS",
+        900.0,
+        "A table recovery (start, rebalance) not finished after this long stops the worker "
+        "(exit 70, `recovery_stuck`) so that it is restarted; 0 disables the watchdog.",
+    )
+
     # ---- testing and fault injection (never set in production)
     crash_at: str | None = env(
         "TORGHUT_CRASH_AT",

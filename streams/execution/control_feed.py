@@ -146,6 +146,9 @@ class ControlFeed:
         if lag == 0:
             self.advanced_at = self._clock()
 
+    def is_caught_up(self) -> bool:
+        return self.caught_up.is_set()
+
     def stale_for(self) -> float | None:
         """Seconds since the feed last advanced (None before its first catch-up)."""
         if not self.caught_up.is_set() or self.advanced_at is None:

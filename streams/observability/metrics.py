@@ -92,6 +92,21 @@ TABLE_RECOVERY_REMAINING = Gauge(
     ["kind"],
 )
 READY = Gauge("torghut_ready", "1 when /readyz answers ready.")
+CONTROL_FEED_LAG_RECORDS = Gauge(
+    "torghut_control_feed_lag_records",
+    "Control topic (kill switches) records this worker's reader is behind the end.",
+)
+CONTROL_FEED_STALE_SECONDS = Gauge(
+    "torghut_control_feed_stale_seconds",
+    "Seconds since the control topic reader last advanced (0 before its first catch-up).",
+)
+CONTROL_FEED_STALE_THRESHOLD = Gauge(
+    "torghut_control_feed_stale_threshold_seconds",
+    "TORGHUT_CONTROL_FEED_STALE_SECONDS: past it the lanes refuse new orders.",
+)
+CONTROL_FEED_CAUGHT_UP = Gauge(
+    "torghut_control_feed_caught_up", "1 once the control topic was replayed to its end."
+)
 
 
 def observe_signal_to_ack(account: str, signal_at: datetime, ack_at: datetime) -> None:

@@ -8,9 +8,9 @@ probes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 from aiokafka import TopicPartition
@@ -27,6 +27,7 @@ from streams.observability.readiness import (
     Readiness,
     recovery_check,
 )
+from streams.observability.recovery_watchdog import RecoveryState, RecoveryWatchdog
 from streams.observability.status import StatusBoard
 from streams.ownership import bootstrap_servers, lane_partitions
 from streams.persistence.dsn import database_dsn
@@ -73,6 +74,38 @@ def owned_stream_partitions(app: faust.App) -> set[TopicPartition]:
     }
 
 
+class ControlFeedView(Protocol):
+    """What observability reads of the control feed (`streams.execution.control_feed`)."""
+
+    @property
+    def lag(self) -> int: ...
+
+    def is_caught_up(self) -> bool: ...
+
+    def stale_for(self) -> float | None: ...
+
+
+def control_feed_info(feed: ControlFeedView, stale_after: float) -> dict[str, Any]:
+    """The control feed's state for `/trading/status` (worker section): records behind the
+    end, seconds since it last advanced (None before its first catch-up) and whether that is
+    past `TORGHUT_CONTROL_FEED_STALE_SECONDS` (the lanes then refuse new orders)."""
+    stale_for = feed.stale_for()
+    return {
+        "caught_up": feed.is_caught_up(),
+        "lag_records": int(feed.lag),
+        "stale_seconds": None if stale_for is None else round(stale_for, 3),
+        "stale_after_seconds": stale_after,
+        "stale": stale_for is not None and stale_for > stale_after,
+    }
+
+
+def set_control_feed_gauges(feed: ControlFeedView, stale_after: float) -> None:
+    metrics.CONTROL_FEED_LAG_RECORDS.set(int(feed.lag))
+    metrics.CONTROL_FEED_STALE_SECONDS.set(feed.stale_for() or 0.0)
+    metrics.CONTROL_FEED_STALE_THRESHOLD.set(stale_after)
+    metrics.CONTROL_FEED_CAUGHT_UP.set(1 if feed.is_caught_up() else 0)
+
+
 def control_check(caught_up: bool) -> Check:
     """Lanes submit nothing until the kill-switch control topic has been read to its end."""
     if caught_up:
@@ -84,6 +117,14 @@ def recovery_remaining(app: faust.App) -> tuple[int, int]:
     """(active, standby) changelog records left to restore."""
     recovery = table_recovery(app)
     return int(recovery.active_remaining_total()), int(recovery.standby_remaining_total())
+
+
+def recovery_state(app: faust.App) -> RecoveryState:
+    """Whether a table recovery is under way (started and not finished), and what is left."""
+    recovery = table_recovery(app)
+    active, _ = recovery_remaining(app)
+    recovering = bool(recovery.in_recovery) or not recovery.completed.is_set()
+    return RecoveryState(recovering=recovering, remaining=active)
 
 
 def agents_running(app: faust.App, topic: str) -> bool | None:
@@ -105,7 +146,7 @@ class WorkerObservability:
         *,
         lanes: Iterable[LaneConfig],
         account_topics: Iterable[str],
-        control_caught_up: Callable[[], bool],
+        control: ControlFeedView,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -113,7 +154,7 @@ class WorkerObservability:
         self.board.set_error_grace(settings.lane_error_grace_seconds)
         self._lanes = list(lanes)
         self._account_topics = list(account_topics)
-        self._control_caught_up = control_caught_up
+        self._control = control
         self._reader: BrokerLagReader | None = None
         self._kafka = CachedProbe(self._kafka_probe)
         self._pg = PostgresProbe(database_dsn(settings))
@@ -121,6 +162,9 @@ class WorkerObservability:
         self._configured = False
         self.last_lag: list[PartitionLag] = []
         self.last_readiness: Readiness | None = None
+        self.recovery_watchdog = RecoveryWatchdog(
+            lambda: recovery_state(app), settings.recovery_watchdog_seconds
+        )
 
     # ---- setup
     def configure_lanes(self) -> None:
@@ -166,7 +210,7 @@ class WorkerObservability:
             ),
             "kafka": await self._kafka.check(),
             "postgres": await self._postgres.check(),
-            "control": control_check(self._control_caught_up()),
+            "control": control_check(self._control.is_caught_up()),
         }
         result = Readiness(checks)
         self.last_readiness = result
@@ -184,6 +228,7 @@ class WorkerObservability:
     async def refresh(self) -> None:
         """Monitor tick: lag from the broker for owned partitions, lanes, gauges."""
         self.configure_lanes()
+        self.refresh_control_feed()  # first: needs no broker round trip, so never held back
         owned = owned_stream_partitions(self.app)
         reader = await self.reader()
         rows = await reader.read({tp.topic for tp in owned}, only=owned) if owned else []
@@ -218,8 +263,12 @@ class WorkerObservability:
             lane.set_placement(owned=owns, agent_running=running if owns else None)
             lane.set_lag([by_tp[(t, p)].as_dict() for t, p in parts.items() if (t, p) in by_tp])
 
+    def refresh_control_feed(self) -> None:
+        set_control_feed_gauges(self._control, self.settings.control_feed_stale_seconds)
+
     def refresh_gauges(self) -> None:
-        """No-I/O refresh, also run at every scrape: recovery and lane gauges."""
+        """No-I/O refresh, also run at every scrape: control feed, recovery and lane gauges."""
+        self.refresh_control_feed()
         try:
             active, standby = recovery_remaining(self.app)
         except Exception:  # noqa: BLE001 - tables not set up (e.g. not a worker)
@@ -250,4 +299,7 @@ class WorkerObservability:
             "recovery_remaining": {"active": active, "standby": standby},
             "ready": self.last_readiness.ready if self.last_readiness else None,
             "lag": [r.as_dict() for r in self.last_lag],
+            "control_feed": control_feed_info(
+                self._control, self.settings.control_feed_stale_seconds
+            ),
         }

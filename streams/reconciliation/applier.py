@@ -10,12 +10,13 @@ crash between storing and applying must not lose the apply, and applying is idem
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -30,9 +31,11 @@ from streams.domain.trade_updates.outcome import Outcome, classify, metrics_acco
 from streams.domain.trade_updates.rows import dedupe_batch, event_row, order_update_row
 from streams.domain.trade_updates.validate import InvalidTradeUpdate, check_account, check_update
 from streams.persistence.rows import ApplyResult, OrderEventRow, OrderUpdateRow
-from streams.reconciliation.retry import retry_transient
+from streams.reconciliation.retry import is_transient, retry_transient
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class OrderFeedStore(Protocol):
@@ -69,8 +72,11 @@ class OrderFeedApplier:
         request_reconcile: ReconcileTrigger,
         max_event_time_skew: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retry_seconds: float = 30.0,
     ) -> None:
         self._store = store
+        self._retry_seconds = retry_seconds
+        self._deadline = 0.0  # loop time: the end of the current batch's budget
         self._known = known_accounts
         self._skew = max_event_time_skew
         self._clock = clock
@@ -79,6 +85,7 @@ class OrderFeedApplier:
 
     async def apply(self, events: Sequence[Any]) -> BatchReport:
         report = BatchReport()
+        self._deadline = asyncio.get_running_loop().time() + self._retry_seconds
         pairs = await self._decode(events, report)
         updates, copies = dedupe_batch([u for _, u in pairs])
         event_of = {u.fingerprint: e for e, u in reversed(pairs)}
@@ -143,10 +150,12 @@ class OrderFeedApplier:
     ) -> None:
         rows = [event_row(u) for u in updates]
         try:
-            inserted = await retry_transient(
+            inserted = await self._retry(
                 lambda: self._store.append_order_events(rows), "append_order_events"
             )
-        except Exception:  # noqa: BLE001 - a poison row: isolate it below
+        except Exception as exc:
+            if is_transient(exc):
+                raise  # infrastructure, out of budget: the whole batch waits for redelivery
             inserted = await self._store_one_by_one(updates, event_of, report)
         stored_before = len(rows) - inserted
         report.duplicates += stored_before
@@ -159,10 +168,13 @@ class OrderFeedApplier:
         for update in updates:
             row = event_row(update)
             try:
-                inserted += await retry_transient(
+                inserted += await self._retry(
                     partial(self._store.append_order_events, [row]), "append_order_events"
                 )
-            except Exception as exc:  # noqa: BLE001 - poison: dead-letter this record only
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                # poison: dead-letter this record only
                 await self._drop(
                     event_of[update.fingerprint], "order_event_store_failed", exc, report
                 )
@@ -172,10 +184,13 @@ class OrderFeedApplier:
     async def _apply_one(self, update: TradeUpdate, event: Any, report: BatchReport) -> None:
         row = order_update_row(update)
         try:
-            result = await retry_transient(
+            result = await self._retry(
                 lambda: self._store.apply_order_update(row), "apply_order_update"
             )
-        except Exception as exc:  # noqa: BLE001 - poison: dead-letter and move on
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # poison: dead-letter and move on
             await self._drop(event, "order_update_apply_failed", exc, report)
             return
         outcome = classify(update, result)
@@ -195,6 +210,10 @@ class OrderFeedApplier:
                     "execution_status": result.status,
                 },
             )
+
+    async def _retry(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """Transient failures retried until the batch's budget ends (then raised)."""
+        return await retry_transient(call, what, deadline=self._deadline)
 
     async def _drop(
         self, event: Any, reason: str, error: BaseException | None, report: BatchReport

@@ -31,16 +31,29 @@ async def retry_transient(
     first_delay: float = 0.2,
     max_delay: float = 5.0,
     attempts: int | None = None,
+    deadline: float | None = None,
 ) -> T:
-    """`await call()`, retried with backoff while it fails transiently (forever by default)."""
+    """`await call()`, retried with backoff while it fails transiently (forever by default).
+
+    With `deadline` (loop time) nothing waits past it: each attempt is cut off at the deadline
+    (`TimeoutError`, itself transient) and no retry starts that would sleep beyond it; the last
+    failure is raised."""
+    loop = asyncio.get_running_loop()
     delay = first_delay
     attempt = 0
     while True:
         attempt += 1
         try:
-            return await call()
+            if deadline is None:
+                return await call()
+            return await asyncio.wait_for(call(), timeout=max(0.0, deadline - loop.time()))
         except Exception as exc:
-            if not is_transient(exc) or (attempts is not None and attempt >= attempts):
+            out_of_time = deadline is not None and loop.time() + delay >= deadline
+            if (
+                not is_transient(exc)
+                or (attempts is not None and attempt >= attempts)
+                or out_of_time
+            ):
                 raise
             log.warning(
                 "%s failed (%s), retrying in %.1fs",

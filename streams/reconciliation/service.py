@@ -15,6 +15,7 @@ from typing import Any
 from streams.broker.pool import BrokerPool
 from streams.dlq import DeadLetters
 from streams.domain.accounts import AccountRegistry
+from streams.errors import exit_worker, is_infrastructure
 from streams.observability.status import StatusBoard
 from streams.persistence.rows import ApplyResult, OrderEventRow, OrderUpdateRow
 from streams.persistence.shared import RepositoryProvider
@@ -25,6 +26,8 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 DeadLetterEvent = Callable[[Any, str, BaseException], Awaitable[None]]
+GiveUp = Callable[[str], None]
+ORDER_FEED_UNAVAILABLE = "order_feed_unavailable"
 
 UNSUBMITTED_MARGIN_SECONDS = 60.0
 
@@ -54,8 +57,10 @@ class ReconciliationService:
         owned_accounts: Callable[[], Sequence[str]],
         verified: Callable[[str], bool] = lambda label: True,
         refresh_snapshot: Callable[[str], Any] | None = None,
+        give_up: GiveUp = exit_worker,
     ) -> None:
         self.settings = settings
+        self._give_up = give_up
         self.registry = registry
         self._repositories = repositories
         self._brokers = brokers
@@ -105,21 +110,15 @@ class ReconciliationService:
             dead_letter=self._dead_letters.event,
             request_reconcile=self.request,
             max_event_time_skew=timedelta(seconds=self.settings.max_event_time_skew_seconds),
+            retry_seconds=self.settings.order_feed_retry_seconds,
         )
 
     async def apply_batches(
         self, batches: AsyncIterator[Sequence[Any]], dead_letter: DeadLetterEvent
     ) -> None:
         """Apply each batch of an account's re-keyed trade updates (the `account_updates` agent);
-        a batch that fails as a whole is dead-lettered event by event."""
-        applier = self.applier()
-        async for events in batches:
-            try:
-                await applier.apply(events)
-            except Exception as exc:
-                log.exception("order-feed batch failed; dead-lettering it")
-                for event in events:
-                    await dead_letter(event, "order_feed_batch_failed", exc)
+        see `apply_each_batch`."""
+        await apply_each_batch(self.applier(), batches, dead_letter, self._give_up)
 
     def owned(self) -> list[str]:
         """Enabled accounts whose partition is assigned to this worker right now."""
@@ -146,6 +145,35 @@ class ReconciliationService:
             )
             return
         reconciler.request(account, reason)
+
+
+async def apply_each_batch(
+    applier: OrderFeedApplier,
+    batches: AsyncIterator[Sequence[Any]],
+    dead_letter: DeadLetterEvent,
+    give_up: GiveUp,
+) -> None:
+    """Apply each batch. Infrastructure failures were retried inside the batch until its budget
+    (`TORGHUT_ORDER_FEED_RETRY_SECONDS`) ran out; then the worker gives up on the batch without
+    acking it: faust's `take_events` acks every event of a batch in a `finally`, also when the
+    agent raises or is cancelled, so the only exit that leaves the batch unacked (redelivered
+    from the last commit) is leaving the process (`exit_worker`). Its valid events are never
+    dead-lettered for it. Any other failure of a batch as a whole (a bug) dead-letters it event
+    by event, as before."""
+    async for events in batches:
+        try:
+            await applier.apply(events)
+        except Exception as exc:
+            if is_infrastructure(exc):
+                give_up(
+                    f"{ORDER_FEED_UNAVAILABLE}: a batch of {len(events)} trade updates could "
+                    f"not be applied within its retry budget ({type(exc).__name__}); "
+                    "exiting unacked so it is redelivered"
+                )
+                raise  # only reached when `give_up` returns (tests): never ack
+            log.exception("order-feed batch failed; dead-lettering it")
+            for event in events:
+                await dead_letter(event, "order_feed_batch_failed", exc)
 
 
 class _LazyStore:
