@@ -5,13 +5,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
 
-.PHONY: help install run test test-kafka-compat lint typecheck alerts stack-up stack-down stack-status docs bench bench-quick clean
+.PHONY: help install run test test-kafka-compat chaos lint typecheck alerts stack-up stack-down stack-status docs bench bench-quick clean
 
 help:
 	@echo "make run           set up everything, start the local stack and run the worker (Ctrl-C stops all)"
 	@echo "make test          set up everything, start the stack, run ruff, mypy and pytest, stop the stack"
 	@echo "make test ARGS='-k name'   pass arguments to pytest"
 	@echo "make test-kafka-compat  the integration suite on the other Kafka version (KAFKA_COMPAT_VERSION)"
+	@echo "make chaos         the failure scenarios (rebalances under load) on their own stack"
 	@echo "make stack-up | stack-down | stack-status   drive the local stack alone"
 	@echo "make alerts        promtool: check and unit-test the alert rules (deploy/alerts-tests)"
 	@echo "make bench | bench-quick   benchmarks (not part of make test)"
@@ -55,6 +56,11 @@ test: install
 
 # The other broker version: the default is 3.9.1 (stack/stack.py); production clusters run 4.x.
 KAFKA_COMPAT_VERSION ?= 4.4.0
+
+# Failure scenarios that move partitions between worker processes under load: slower and
+# sensitive to the machine's load, so on their own stack and not part of `make test`.
+chaos: install
+	TORGHUT_STACK_DIR=$(CURDIR)/.cache/chaos-stack bash stack/test.sh -m chaos -s $(ARGS)
 
 test-kafka-compat: install
 	TORGHUT_KAFKA_VERSION=$(KAFKA_COMPAT_VERSION) \

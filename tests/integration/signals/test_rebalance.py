@@ -30,7 +30,7 @@ from tests.support.kafka import create_topics, produce
 from tests.support.stack import StackInfo, app_env, app_topics
 from tests.support.worker import Worker
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 PARTITIONS = 4
 STRATEGY_ENV = {"TRADING_STRATEGY_RUNTIME_MODE": "plugin_v3"}
