@@ -194,7 +194,12 @@ class DeadLetters:
         self, event: EventT[Any], reason: str, error: str | BaseException | None = None
     ) -> None:
         """Dead-letter the faust event being processed (its message's coordinates, raw bytes)."""
-        message = event.message
+        await self.record(event.message, reason, error)
+
+    async def record(
+        self, message: Any, reason: str, error: str | BaseException | None = None
+    ) -> None:
+        """Dead-letter a Kafka record (a faust message or an aiokafka `ConsumerRecord`)."""
         await self.send(
             reason=reason,
             topic=message.topic,

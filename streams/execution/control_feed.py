@@ -200,15 +200,7 @@ class ControlFeed:
         if command is not None and self.book.apply(command):
             self._notify(command, command.scope, live)
         if self.dead_letters is not None:
-            await self.dead_letters.send(
-                reason=UNDECODABLE,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key,
-                value=record.value,
-                error=exc,
-            )
+            await self.dead_letters.record(record, UNDECODABLE, exc)
 
     def _fail_safe_command(self, scope: str | None) -> ControlCommand | None:
         """The engage an undecodable record's key stands for: all lanes, or one account the
@@ -237,14 +229,8 @@ class ControlFeed:
             extra={"partition": record.partition, "offset": record.offset, "live": live},
         )
         if live and self.dead_letters is not None:
-            await self.dead_letters.send(
-                reason="unknown_account",
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key,
-                value=record.value,
-                error="account: not an account of the registry",
+            await self.dead_letters.record(
+                record, "unknown_account", "account: not an account of the registry"
             )
 
     def _notify(self, command: ControlCommand | None, scope: str, live: bool) -> None:
