@@ -6,6 +6,7 @@ again once a worker is back and has worked the backlog off."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from itertools import count
@@ -22,6 +23,16 @@ from tests.support.stack import StackInfo, app_env, app_topics, free_port
 from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
+
+# Burrow 1.2.1 (Debian) speaks Kafka protocol versions that Kafka 4 removed (KIP-896): against a
+# 4.x broker its offset fetches fail with EOF. Strict: the day a Burrow that reads Kafka 4 is
+# installed, this test passes there and the marker must go.
+KAFKA_4 = int((os.environ.get("TORGHUT_KAFKA_VERSION") or "3").split(".")[0]) >= 4
+burrow_reads_this_kafka = pytest.mark.xfail(
+    KAFKA_4,
+    reason="Burrow 1.2.1 cannot read a Kafka 4 broker (removed protocol versions)",
+    strict=True,
+)
 
 PARTITIONS = 4
 _seq = count()
@@ -62,6 +73,7 @@ def wait_burrow(
     return until(probe, timeout, f"Burrow: {what}", step=1.0)
 
 
+@burrow_reads_this_kafka
 async def test_burrow_sees_ok_rising_lag_stop_and_recovery(
     stack: StackInfo, workers: list[Worker], tmp_path: Path
 ) -> None:
