@@ -301,7 +301,8 @@ class Kafka:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if not read_pid(self.pid_file, self.marker):
-                tail = (self.home / "stdout.log").read_text(errors="replace")[-3000:]
+                logs = [self.home / "stdout.log", self.home / "server.log"]
+                tail = "".join(p.read_text(errors="replace")[-2000:] for p in logs if p.exists())
                 raise SystemExit(f"kafka exited during startup:\n{tail}")
             admin = AIOKafkaAdminClient(
                 bootstrap_servers=f"127.0.0.1:{self.port}", request_timeout_ms=3000, **client

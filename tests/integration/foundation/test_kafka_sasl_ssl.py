@@ -71,11 +71,8 @@ class SecureKafka:
         return Settings.model_validate(self.env())
 
 
-@pytest.fixture(scope="module")
-def secure_kafka() -> Iterator[SecureKafka]:
-    stack = stack_script()
-    folder = ROOT / ".cache" / "test-kafka-sasl" / uuid.uuid4().hex[:8]
-    certs = stack.make_certs(folder / "tls")
+def start_secure_kafka(stack: Any, folder: Path, certs: dict[str, Path]) -> tuple[Any, int]:
+    """A SASL_SSL broker on fresh loopback ports (started, not yet ready)."""
     port, controller = free_port(), free_port()
     jaas = (
         "org.apache.kafka.common.security.scram.ScramLoginModule required "
@@ -100,15 +97,39 @@ def secure_kafka() -> Iterator[SecureKafka]:
         "--add-scram", f"SCRAM-SHA-512=[name={USER},password={USER_PASSWORD}]",
     )  # fmt: skip
     kafka = stack.Kafka(port, controller, folder / "kafka", overrides, users)
+    kafka.start()
+    return kafka, port
+
+
+@pytest.fixture(scope="module")
+def secure_kafka() -> Iterator[SecureKafka]:
+    stack = stack_script()
+    folder = ROOT / ".cache" / "test-kafka-sasl" / uuid.uuid4().hex[:8]
+    certs = stack.make_certs(folder / "tls")
     password_file = folder / "kafka-password"
     password_file.write_text(USER_PASSWORD + "\n")
-    info = SecureKafka(f"kafka://127.0.0.1:{port}", certs["ca"], password_file, folder)
-    kafka.start()
+    kafka: Any = None
     try:
-        asyncio.run(kafka.wait_ready(**aiokafka_kwargs(info.settings())))
+        # Two attempts: a "free" loopback port can be taken by another process between the
+        # choice and the broker's bind (the broker then exits at once); the first failure's
+        # logs are printed for the post-mortem.
+        for attempt in (1, 2):
+            if kafka is not None:
+                kafka.stop()
+                shutil.rmtree(folder / "kafka", ignore_errors=True)
+            kafka, port = start_secure_kafka(stack, folder, certs)
+            info = SecureKafka(f"kafka://127.0.0.1:{port}", certs["ca"], password_file, folder)
+            try:
+                asyncio.run(kafka.wait_ready(**aiokafka_kwargs(info.settings())))
+                break
+            except SystemExit as exc:
+                if attempt == 2:
+                    raise
+                print(f"secure kafka attempt {attempt} failed: {exc}")
         yield info
     finally:
-        kafka.stop()
+        if kafka is not None:
+            kafka.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
