@@ -158,6 +158,49 @@ async def retry(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+async def retry_transient(
+    call: Callable[[], Awaitable[T]],
+    what: str,
+    *,
+    first_delay: float = 0.2,
+    max_delay: float = 5.0,
+    attempts: int | None = None,
+    deadline: float | None = None,
+) -> T:
+    """`await call()`, retried with backoff while it fails for the infrastructure (forever by
+    default): the order path, which waits out an outage rather than skip a record.
+
+    With `deadline` (loop time) nothing waits past it: each attempt is cut off at the deadline
+    (`TimeoutError`, itself transient) and no retry starts that would sleep beyond it; the last
+    failure is raised."""
+    loop = asyncio.get_running_loop()
+    delay = first_delay
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            if deadline is None:
+                return await call()
+            return await asyncio.wait_for(call(), timeout=max(0.0, deadline - loop.time()))
+        except Exception as exc:
+            out_of_time = deadline is not None and loop.time() + delay >= deadline
+            if (
+                not is_infrastructure(exc)
+                or (attempts is not None and attempt >= attempts)
+                or out_of_time
+            ):
+                raise
+            log.warning(
+                "%s failed (%s), retrying in %.1fs",
+                what,
+                type(exc).__name__,
+                delay,
+                extra={"attempt": attempt},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+
 async def guarded(task: str, body: Callable[[], Awaitable[object]]) -> None:
     """Run one tick of a timer or task: an exception is logged and counted, never raised (faust
     turns an exception in a timer into a crash of the whole app). Cancellation goes through."""

@@ -30,8 +30,8 @@ from streams.domain.trade_updates.model import (
 from streams.domain.trade_updates.outcome import Outcome, classify, metrics_account
 from streams.domain.trade_updates.rows import dedupe_batch, event_row, order_update_row
 from streams.domain.trade_updates.validate import InvalidTradeUpdate, check_account, check_update
+from streams.errors import is_infrastructure, retry_transient
 from streams.persistence.rows import ApplyResult, OrderEventRow, OrderUpdateRow
-from streams.reconciliation.retry import is_transient, retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class OrderFeedApplier:
                 lambda: self._store.append_order_events(rows), "append_order_events"
             )
         except Exception as exc:
-            if is_transient(exc):
+            if is_infrastructure(exc):
                 raise  # infrastructure, out of budget: the whole batch waits for redelivery
             inserted = await self._store_one_by_one(updates, event_of, report)
         stored_before = len(rows) - inserted
@@ -172,7 +172,7 @@ class OrderFeedApplier:
                     partial(self._store.append_order_events, [row]), "append_order_events"
                 )
             except Exception as exc:
-                if is_transient(exc):
+                if is_infrastructure(exc):
                     raise
                 # poison: dead-letter this record only
                 await self._drop(
@@ -188,7 +188,7 @@ class OrderFeedApplier:
                 lambda: self._store.apply_order_update(row), "apply_order_update"
             )
         except Exception as exc:
-            if is_transient(exc):
+            if is_infrastructure(exc):
                 raise
             # poison: dead-letter and move on
             await self._drop(event, "order_update_apply_failed", exc, report)

@@ -29,7 +29,7 @@ from streams.domain.trade_updates.validate import (
     check_account,
     declared_account,
 )
-from streams.reconciliation.retry import retry_transient
+from streams.errors import retry_transient
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from streams.broker.errors import BrokerError, ErrorClass
 from streams.domain.trade_updates import metrics
 from streams.domain.trade_updates.rest import execution_from_rest, order_update_from_rest
+from streams.errors import retry_transient
 from streams.persistence.rows import (
     ApplyOutcome,
     ApplyResult,
@@ -34,7 +35,6 @@ from streams.persistence.rows import (
     OrderUpdateRow,
     PendingDecision,
 )
-from streams.reconciliation.retry import retry_transient
 
 log = logging.getLogger(__name__)
 

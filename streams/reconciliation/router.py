@@ -34,9 +34,9 @@ from streams.domain.trade_updates.normalise import (
     order_identity,
 )
 from streams.domain.trade_updates.validate import InvalidTradeUpdate, check_envelope
+from streams.errors import retry_transient
 from streams.persistence.rows import HeldEventRow
 from streams.reconciliation.attribution import Attributor
-from streams.reconciliation.retry import retry_transient
 
 log = logging.getLogger(__name__)
 
