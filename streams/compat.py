@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from importlib import metadata
 from typing import Any, cast
 
@@ -150,6 +150,26 @@ async def each_event_acked_when_done(
     async for event in manual.events():
         await handle(event)
         await manual.ack(event)
+
+
+async def held_until_handled(
+    batches: AsyncIterator[Sequence[EventT[Any]]],
+) -> AsyncIterator[Sequence[EventT[Any]]]:
+    """Batches of `take_events` whose events are acked only once the consumer's loop body for
+    the batch finished.
+
+    faust's `take_events` acks every event of a batch in a `finally` around its `yield` — also
+    when the consumer raised or was cancelled while handling the batch (a SIGTERM mid-apply):
+    those offsets could then be committed with the updates never applied. An extra reference
+    on each event's message makes that `finally`-ack not the last one; the reference is
+    dropped only when the consumer asks for the next batch (its body completed), so the
+    `finally`-ack that follows is the one that marks the offset committable."""
+    async for events in batches:
+        for event in events:
+            event.message.incref()
+        yield events
+        for event in events:
+            event.message.decref()
 
 
 # ---------------------------------------------------------------- faust: recovery

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from streams.broker.pool import BrokerPool
+from streams.compat import held_until_handled
 from streams.dlq import DeadLetters
 from streams.domain.accounts import AccountRegistry
 from streams.errors import exit_worker, is_infrastructure
@@ -118,7 +119,8 @@ class ReconciliationService:
     ) -> None:
         """Apply each batch of an account's re-keyed trade updates (the `account_updates` agent);
         see `apply_each_batch`."""
-        await apply_each_batch(self.applier(), batches, dead_letter, self._give_up)
+        held = held_until_handled(batches)
+        await apply_each_batch(self.applier(), held, dead_letter, self._give_up)
 
     def owned(self) -> list[str]:
         """Enabled accounts whose partition is assigned to this worker right now."""
@@ -153,13 +155,13 @@ async def apply_each_batch(
     dead_letter: DeadLetterEvent,
     give_up: GiveUp,
 ) -> None:
-    """Apply each batch. Infrastructure failures were retried inside the batch until its budget
+    """Apply each batch; a batch is acked only once this loop's body for it completed (see
+    `held_until_handled`), so a cancellation mid-apply (SIGTERM) leaves it unacked.
+    Infrastructure failures were retried inside the batch until its budget
     (`TORGHUT_ORDER_FEED_RETRY_SECONDS`) ran out; then the worker gives up on the batch without
-    acking it: faust's `take_events` acks every event of a batch in a `finally`, also when the
-    agent raises or is cancelled, so the only exit that leaves the batch unacked (redelivered
-    from the last commit) is leaving the process (`exit_worker`). Its valid events are never
-    dead-lettered for it. Any other failure of a batch as a whole (a bug) dead-letters it event
-    by event, as before."""
+    acking it and leaves the process (`exit_worker`), so it is redelivered from the last commit;
+    its valid events are never dead-lettered for it. Any other failure of a batch as a whole (a
+    bug) dead-letters it event by event, and those events are acked."""
     async for events in batches:
         try:
             await applier.apply(events)

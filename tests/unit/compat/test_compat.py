@@ -333,3 +333,71 @@ async def test_an_event_is_acked_only_once_handled() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert stream.acked == ["e1"]  # e2 is redelivered after the restart, never lost
+
+
+# ---------------------------------------------------------------- faust: acks of a batch
+
+
+def test_take_events_acks_its_batch_in_a_finally_and_a_message_acks_on_its_last_reference() -> None:
+    """The hazard `held_until_handled` avoids and the rule it relies on: `take_events` acks
+    every event of a yielded batch in a `finally` (also when the consumer raised or was
+    cancelled), and a message is acked only when its last reference is released."""
+    from faust.streams import Stream
+    from faust.types.tuples import Message
+
+    source = inspect.getsource(Stream.take_events)
+    assert re.search(
+        r"yield list\(events\)\s+finally:.*?for event in events:\s+await self\.ack\(event\)",
+        source,
+        re.S,
+    )
+    assert "if not self.decref(n):" in inspect.getsource(Message.ack)
+
+
+def _message(offset: int) -> Any:
+    from faust.types.tuples import Message
+
+    message = Message("t", 0, offset, 0.0, 0, None, None, b"v", None)
+    message.incref()  # faust's conductor: one reference per stream it delivers the message to
+    return message
+
+
+class _Event:
+    def __init__(self, offset: int) -> None:
+        self.message = _message(offset)
+
+
+async def _take_events_like_faust(batches: list[list[_Event]]) -> Any:
+    """faust's `take_events` protocol: yield a batch, ack every event of it in a `finally`."""
+    for events in batches:
+        try:
+            yield events
+        finally:
+            for event in events:
+                event.message.ack(consumer=None)
+
+
+async def test_a_batch_is_acked_only_once_its_handling_completed() -> None:
+    import asyncio
+
+    first, second = [_Event(0), _Event(1)], [_Event(2)]
+    started = asyncio.Event()
+    taken = _take_events_like_faust([first, second])
+    held = compat.held_until_handled(taken)
+
+    async def consume() -> None:
+        async for events in held:
+            if events is second:
+                started.set()
+                await asyncio.sleep(3600)  # applying the batch when SIGTERM arrives
+
+    task = asyncio.create_task(consume())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # What the event loop does with abandoned async generators: close them.
+    await held.aclose()
+    await taken.aclose()
+    assert [e.message.acked for e in first] == [True, True]
+    assert second[0].message.acked is False  # redelivered after the restart, never lost
