@@ -188,7 +188,9 @@ async def test_a_postgres_outage_never_holds_the_order_feed_past_its_bound(
     )
     assert code == EX_SOFTWARE and reason, a.tail()
     assert "exiting unacked" in reason[-1]
-    assert a_exited <= BOUND + 10  # the batch's budget, plus its polling and the exit itself
+    # It retried within its budget (backoff 0.2 s doubling to 5 s: the last retry that fits
+    # ends within 5 s of the bound), and gave up at the bound (plus batching and the exit).
+    assert BOUND - 5.0 <= a_exited <= BOUND + 10
     assert len(b_partitions) == 4
     assert b_owned <= BOUND + SESSION + 20  # never held much past the bound
     assert final == (ORDERS, 2 * ORDERS)  # applied once Postgres is back, each event once

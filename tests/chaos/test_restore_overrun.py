@@ -23,7 +23,7 @@ from tests.integration.state.test_bulk_restore import SMALL, bulk_restored, fill
 from tests.support.stack import StackInfo
 from tests.support.worker import Worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+pytestmark = pytest.mark.integration
 
 STEP_TIMEOUT = 10.0  # faust's broker_request_timeout (its recovery step timeout)
 STALL = 60.0
