@@ -3,7 +3,8 @@
 One real worker process, real Kafka and Postgres, the simulator as a separate process over real
 HTTP. alpha and beta trade throughout; gamma's broker answers, one fault after another: POSTs
 that hang 12 s, 504 after accepting, 503 on every call, POSTs answered after 7 s, 429, and
-orders accepted then rejected. Decisions of the three accounts arrive together, every 0.5 s.
+orders accepted then rejected. Decisions of the three accounts arrive together, every 0.5 s;
+the trade-updates forwarder runs, as in production (executions close through the order feed).
 
 Asserted: the healthy accounts' p95 signal→broker-ack while gamma is faulty stays within 2x their
 own p95 before the faults (same run); exactly one broker order per submitted decision, never two
