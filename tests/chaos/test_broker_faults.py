@@ -1,9 +1,9 @@
 """(c) One account's broker in trouble while two others trade (issue #22, Build point 3).
 
 One real worker process, real Kafka and Postgres, the simulator as a separate process over real
-HTTP. alpha and beta trade throughout; gamma's broker answers, one fault after another: POSTs
-that hang 12 s, 504 after accepting, 503 on every call, POSTs answered after 7 s, 429, and
-orders accepted then rejected. Decisions of the three accounts arrive together, every 0.5 s;
+HTTP. alpha and beta trade throughout; gamma's broker answers, one fault after another: orders
+accepted then rejected, POSTs that hang 12 s, 504 after accepting, 503 on every call, POSTs
+answered after 7 s, and 429. Decisions of the three accounts arrive together, every 0.5 s;
 the trade-updates forwarder runs, as in production (executions close through the order feed).
 
 Asserted: the healthy accounts' p95 signal→broker-ack while gamma is faulty stays within 2x their
@@ -60,12 +60,13 @@ TICK = 0.5  # a decision per account every TICK: 120/min, under the 190/min requ
 BEFORE_SECONDS = 20.0
 SEGMENT_SECONDS = 6.0
 FAULTS: list[tuple[str, dict[str, Any]]] = [
+    # first, while gamma's lane is not backing off: its three next POSTs must reach the broker
+    ("rejected-after-accept", {"reject_next_orders": 3}),
     ("hang", {"hang_next": 1000, "hang_seconds": 12, "methods": ["POST"]}),
     ("504-after-accept", {"post_504_after_accept": 1000}),
     ("5xx", {"http_5xx": 1000, "http_5xx_status": 503}),  # every call, look-ups too
     ("slow", {"delay_post_response_ms": 7000}),
     ("429", {"force_429": 1000}),
-    ("rejected-after-accept", {"reject_next_orders": 3}),
 ]
 SETTLE_SECONDS = 180.0
 LOG_NEEDLES = (
@@ -159,6 +160,9 @@ async def test_one_accounts_broker_faults_do_not_slow_the_others(
                 sim.admin.set_faults(FAULTY, faults)
                 count = len(during.get(FAULTY, []))
                 await send_for(sender, decisions, SEGMENT_SECONDS, during)
+                extra = time.monotonic() + SEGMENT_SECONDS
+                while sim.admin.faults(FAULTY)["reject_next_orders"] and time.monotonic() < extra:
+                    await send_for(sender, decisions, TICK, during)  # until all three fired
                 segments[name] = len(during[FAULTY]) - count
             sim.admin.clear_faults(FAULTY)
             faults_off = time.monotonic()
