@@ -109,6 +109,12 @@ _EXEC_RANK = rank_sql("e.status", EXECUTION_RANKS)
 _DEC_RANK = rank_sql("d.status", DECISION_RANKS)
 _EXCLUDED_DEC_RANK = rank_sql("EXCLUDED.status", DECISION_RANKS)
 
+# Given reasons replace the stored ones; a rejection without any gets the standard one.
+_UPSERT_REASONS = rejection_reasons_sql(
+    "EXCLUDED.status",
+    "CASE WHEN jsonb_array_length(EXCLUDED.rejection_reasons) > 0 "
+    "THEN EXCLUDED.rejection_reasons ELSE d.rejection_reasons END",
+)
 _UPSERT_DECISIONS = f"""
 INSERT INTO trade_decisions AS d (
     alpaca_account_label, decision_hash, strategy_id, symbol, timeframe, action, event_ts,
@@ -125,13 +131,7 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
           notional, price, confidence, reasons, body)
 ON CONFLICT (alpaca_account_label, decision_hash) DO UPDATE SET
     status = EXCLUDED.status,
-    rejection_reasons = {
-    rejection_reasons_sql(
-        "EXCLUDED.status",
-        "CASE WHEN jsonb_array_length(EXCLUDED.rejection_reasons) > 0 "
-        "THEN EXCLUDED.rejection_reasons ELSE d.rejection_reasons END",
-    )
-},
+    rejection_reasons = {_UPSERT_REASONS},
     executed_at = COALESCE(d.executed_at, EXCLUDED.executed_at),
     updated_at = now()
 WHERE {_DEC_RANK} < {_EXCLUDED_DEC_RANK}
