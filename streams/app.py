@@ -84,7 +84,10 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "table_standby_replicas": settings.table_standby_replicas,
         # Changelog restore in bulk ahead of faust's per-event recovery (issue 10, bench B5).
         "TableManager": (
-            table_manager(settings.table_restore_processes)
+            table_manager(
+                settings.table_restore_processes,
+                flush_stall=settings.fault_restore_flush_stall_seconds,
+            )
             if settings.table_bulk_restore
             else TableManager
         ),

@@ -479,6 +479,12 @@ class Settings(BaseSettings):
         None,
         "Test only: exit the worker at a named step of the submit path.",
     )
+    fault_restore_flush_stall_seconds: float = env(
+        "TORGHUT_FAULT_RESTORE_FLUSH_STALL_SECONDS",
+        0.0,
+        "Test only: the bulk restore's final flush blocks the event loop this long, as a stuck "
+        "RocksDB flush would (the restore overrun of the chaos suite).",
+    )
 
     @property
     def data_path(self) -> Path:

@@ -85,7 +85,8 @@ class BrokerError(Exception):
         """The decision's rejection reason for a definitive refusal."""
         if self.kind is ErrorClass.auth:
             return "broker_unauthorized"
-        return f"broker_rejected:{self.code if self.code is not None else self.status}"
+        detail = self.code if self.code is not None else self.status
+        return f"broker_rejected:{detail if detail is not None else self.kind.value}"
 
 
 def _body(raw: Any) -> dict[str, Any]:

@@ -138,6 +138,9 @@ class LedgerEntry(BaseModel):
         return self._to(LedgerState.planned, now, plan=plan)
 
     def rejected(self, reasons: tuple[str, ...] | list[str], now: datetime) -> LedgerEntry:
+        """Every rejected decision says why: an empty reason list is a bug, refused here."""
+        if not reasons or not all(reasons):
+            raise LedgerTransitionError(f"ledger: a rejection needs reasons, got {reasons!r}")
         return self._to(LedgerState.rejected, now, reasons=tuple(reasons))
 
     def submitting(self, now: datetime) -> LedgerEntry:

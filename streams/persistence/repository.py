@@ -49,6 +49,7 @@ from streams.persistence.status import (
     decision_status_for,
     execution_rank,
     rank_sql,
+    rejection_reasons_sql,
 )
 
 __all__ = [
@@ -108,13 +109,20 @@ _EXEC_RANK = rank_sql("e.status", EXECUTION_RANKS)
 _DEC_RANK = rank_sql("d.status", DECISION_RANKS)
 _EXCLUDED_DEC_RANK = rank_sql("EXCLUDED.status", DECISION_RANKS)
 
+# Given reasons replace the stored ones; a rejection without any gets the standard one.
+_UPSERT_REASONS = rejection_reasons_sql(
+    "EXCLUDED.status",
+    "CASE WHEN jsonb_array_length(EXCLUDED.rejection_reasons) > 0 "
+    "THEN EXCLUDED.rejection_reasons ELSE d.rejection_reasons END",
+)
 _UPSERT_DECISIONS = f"""
 INSERT INTO trade_decisions AS d (
     alpaca_account_label, decision_hash, strategy_id, symbol, timeframe, action, event_ts,
     status, qty, notional, price, confidence, rejection_reasons, decision_json,
     executed_at)
 SELECT u.account, u.hash, u.strategy_id, u.symbol, u.timeframe, u.action, u.event_ts,
-       u.status, u.qty, u.notional, u.price, u.confidence, u.reasons::jsonb, u.body::jsonb,
+       u.status, u.qty, u.notional, u.price, u.confidence,
+       {rejection_reasons_sql("u.status", "u.reasons::jsonb")}, u.body::jsonb,
        CASE WHEN u.status = 'filled' THEN now() END
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::timestamptz[], $8::text[], $9::numeric[], $10::numeric[], $11::numeric[],
@@ -123,17 +131,17 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
           notional, price, confidence, reasons, body)
 ON CONFLICT (alpaca_account_label, decision_hash) DO UPDATE SET
     status = EXCLUDED.status,
-    rejection_reasons = CASE WHEN jsonb_array_length(EXCLUDED.rejection_reasons) > 0
-                             THEN EXCLUDED.rejection_reasons ELSE d.rejection_reasons END,
+    rejection_reasons = {_UPSERT_REASONS},
     executed_at = COALESCE(d.executed_at, EXCLUDED.executed_at),
     updated_at = now()
 WHERE {_DEC_RANK} < {_EXCLUDED_DEC_RANK}
 """
 
+_SET_REASONS = rejection_reasons_sql("$3::text", "COALESCE($4::jsonb, d.rejection_reasons)")
 _SET_DECISION_STATUS = f"""
 UPDATE trade_decisions d SET
     status = $3::text,
-    rejection_reasons = COALESCE($4::jsonb, d.rejection_reasons),
+    rejection_reasons = {_SET_REASONS},
     executed_at = CASE WHEN $3::text = 'filled' THEN COALESCE(d.executed_at, now())
                        ELSE d.executed_at END,
     updated_at = now()
@@ -206,6 +214,7 @@ m AS (SELECT ex.trade_decision_id AS id, {_decision_status_sql("ex.status")} AS 
 mirrored AS (
     UPDATE trade_decisions d SET
         status = m.status,
+        rejection_reasons = {rejection_reasons_sql("m.status", "d.rejection_reasons")},
         executed_at = CASE WHEN m.status = 'filled' THEN COALESCE(d.executed_at, now())
                            ELSE d.executed_at END,
         updated_at = now()
@@ -265,6 +274,7 @@ upd AS (
 dec AS (
     UPDATE trade_decisions d SET
         status = $10::text,
+        rejection_reasons = {rejection_reasons_sql("$10::text", "d.rejection_reasons")},
         executed_at = CASE WHEN $10::text = 'filled'
                            THEN COALESCE(d.executed_at, $9::timestamptz, now())
                            ELSE d.executed_at END,

@@ -7,6 +7,7 @@ callers. A terminal status has rank `TERMINAL` and never changes again; an unkno
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 from streams.domain.order_state import STATUS_RANK, TERMINAL_RANK
@@ -33,6 +34,11 @@ EXECUTION_TERMINAL: frozenset[str] = frozenset(
 )
 DECISION_TERMINAL: frozenset[str] = frozenset(s for s, r in DECISION_RANKS.items() if r == TERMINAL)
 
+# A decision closed `rejected` because its *order* was rejected by the broker after it had been
+# accepted (a trade update or the reconciler's look-up says `rejected`): the broker gives no
+# reason with the order, so the decision carries this one. Every rejected decision has a reason.
+BROKER_ORDER_REJECTED = "broker_rejected:order_rejected"
+
 
 def execution_rank(status: str) -> int:
     return EXECUTION_RANKS.get(status, 0)
@@ -53,6 +59,16 @@ def decision_status_for(execution_status: str) -> str:
     if execution_status == "submitting":
         return "submitting"
     return "submitted"
+
+
+def rejection_reasons_sql(status: str, current: str) -> str:
+    """The reasons of a decision moving to `status` (SQL expressions): the current ones, or
+    [BROKER_ORDER_REJECTED] when it becomes `rejected` without any (constants only)."""
+    default = json.dumps([BROKER_ORDER_REJECTED])
+    return (
+        f"(CASE WHEN {status} = 'rejected' AND jsonb_array_length({current}) = 0 "
+        f"THEN '{default}'::jsonb ELSE {current} END)"
+    )
 
 
 def rank_sql(column: str, ranks: Mapping[str, int]) -> str:

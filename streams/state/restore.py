@@ -138,10 +138,13 @@ async def restore(
     targets: Sequence[Target],
     budget_seconds: float,
     on_progress: Callable[[Target], None] = lambda target: None,
+    *,
+    flush_stall: float = 0.0,
 ) -> int:
     """Apply every target's range (or as much as `budget_seconds` allows); returns the number
     of offsets covered. Cancellation stops between batches; written batches stay valid.
-    `on_progress` sees a target after each batch written to its store."""
+    `on_progress` sees a target after each batch written to its store. `flush_stall` (test
+    only) blocks the event loop after the final flush, as a stuck RocksDB flush would."""
     pending = {_kafka_tp(t.tp): t for t in targets if not t.done}
     if not pending:
         return 0
@@ -172,6 +175,9 @@ async def restore(
         await consumer.stop()
         for db in {id(t.db): t.db for t in targets}.values():
             db.flush(True)
+        if flush_stall > 0:
+            logger.warning("test fault: the bulk restore flush stalls for %.0fs", flush_stall)
+            time.sleep(flush_stall)  # noqa: ASYNC251 - blocking on purpose, as a stuck flush
     return covered
 
 
@@ -284,6 +290,7 @@ class BulkRestoreRecovery(SeekHookRecovery):
     """faust's Recovery, with active changelog partitions bulk-restored before it reads them."""
 
     processes: int = 0  # child processes building SST files (0: all in the event loop)
+    flush_stall: float = 0.0  # test only: the final flush blocks this long (a stuck flush)
 
     async def before_active_seek(self, tps: set[TP], offsets: Any) -> None:
         """The bulk restore finishes, or hands over to faust, inside faust's own timeout; an
@@ -343,7 +350,13 @@ class BulkRestoreRecovery(SeekHookRecovery):
                 logger.warning("bulk restore in child processes stopped: %r", exc)
         if not all(t.done for t in targets) and time.monotonic() < deadline:
             try:
-                await restore(self.app, targets, deadline - time.monotonic(), progressed)
+                await restore(
+                    self.app,
+                    targets,
+                    deadline - time.monotonic(),
+                    progressed,
+                    flush_stall=self.flush_stall,
+                )
             except Exception as exc:  # noqa: BLE001 - see above
                 logger.warning("bulk restore stopped: %r", exc)
         elapsed = time.monotonic() - started
@@ -360,12 +373,14 @@ class BulkRestoreRecovery(SeekHookRecovery):
         )
 
 
-def table_manager(processes: int) -> type[Any]:
-    """The `TableManager` app setting: bulk restore, SST files built in `processes` children."""
+def table_manager(processes: int, flush_stall: float = 0.0) -> type[Any]:
+    """The `TableManager` app setting: bulk restore, SST files built in `processes` children.
+    `flush_stall` is a test-only fault (`TORGHUT_FAULT_RESTORE_FLUSH_STALL_SECONDS`)."""
 
     def recovery(manager: Any) -> BulkRestoreRecovery:
         built = BulkRestoreRecovery(manager.app, manager, beacon=manager.beacon, loop=manager.loop)
         built.processes = processes
+        built.flush_stall = flush_stall
         return built
 
     return table_manager_with(recovery)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -18,6 +19,7 @@ from streams.persistence.repository import (
     PositionSnapshotRow,
     Repository,
 )
+from streams.persistence.status import BROKER_ORDER_REJECTED
 
 pytestmark = pytest.mark.integration
 
@@ -340,3 +342,43 @@ async def test_decided_execution_is_written_only_with_its_decision(
     finally:
         await conn.close()
     assert linked is True
+
+
+async def decision_reasons(dsn: str, account: str, n: int) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        value = await conn.fetchval(
+            "SELECT rejection_reasons FROM trade_decisions "
+            "WHERE alpaca_account_label = $1 AND decision_hash = $2",
+            account,
+            f"{n:064x}",
+        )
+    finally:
+        await conn.close()
+    return list(json.loads(value) if isinstance(value, str) else value)
+
+
+async def test_a_decision_rejected_through_its_order_carries_a_reason(
+    repo: Repository, head_dsn: str
+) -> None:
+    """An order the broker rejected after accepting it (trade update, reconciler look-up) used
+    to leave its decision `rejected` with an empty reason list: every path names one now."""
+    # 1: the trade update says rejected
+    await repo.upsert_decisions([decision("paper", 1, status="submitted")])
+    await repo.upsert_execution(execution("paper", 1, order_id="ord-1"))
+    applied = await repo.apply_order_update(update("paper", "rejected", "0", order_id="ord-1"))
+    assert applied.outcome is ApplyOutcome.applied
+    # 2: the execution itself arrives rejected (a late execution row, the reconciler's fold)
+    await repo.upsert_decisions([decision("paper", 2, status="submitted")])
+    await repo.upsert_execution(execution("paper", 2, status="rejected", order_id="ord-2"))
+    # 3: the reconciler's status update without reasons; 4: a row written rejected without any
+    await repo.upsert_decisions([decision("paper", 3)])
+    assert await repo.set_decision_status("paper", f"{3:064x}", "rejected")
+    await repo.upsert_decisions([decision("paper", 4, status="rejected")])
+    # 5: reasons given are kept
+    await repo.upsert_decisions([decision("paper", 5)])
+    assert await repo.set_decision_status("paper", f"{5:064x}", "rejected", ["kill_switch"])
+    for n in (1, 2, 3, 4):
+        assert await decision_status(head_dsn, "paper", n) == "rejected", n
+        assert await decision_reasons(head_dsn, "paper", n) == [BROKER_ORDER_REJECTED], n
+    assert await decision_reasons(head_dsn, "paper", 5) == ["kill_switch"]
