@@ -9,8 +9,10 @@ The work is the same code in all three: the decoder's hot path, the dedupe water
 worker's `SignalPipeline` (strategy runtime, fan-out to K lanes) and `encode_decision`
 (bench/peers/work.py). Each contender reads the backlog with its own consumer group and writes
 its decisions to its own topic. Measured alike for all three: signals/s from the output records'
-timestamps (first decision of the first signal to the last decision of the last one, as B2),
-CPU seconds of the process from its first output record to its last (/proc), RSS at the end.
+timestamps, stamped by the broker (LogAppendTime: Quix Streams would give each output record its
+input's timestamp), from the first decision of the first signal to the last decision of the last
+one, as B2; CPU seconds of the process from its first output record to its last (/proc); RSS
+at the end.
 The decisions of all three are compared, hashes verified (bench/peers/compare.py): the benchmark
 fails when they differ.
 """
@@ -38,6 +40,7 @@ from bench.support import (
     accounts_json,
     ensure_topics,
     labels,
+    log_append_time,
     peak_rss_mib,
     prepare_app_topics,
     produce_many,
@@ -92,6 +95,7 @@ async def run(ctx: Context, result: BenchResult) -> None:
         "aiokafka": f"{app_id}.peer-aiokafka-decisions",
     }
     await ensure_topics(stack, [sinks["quix"], sinks["aiokafka"]])
+    await log_append_time(stack, sinks.values())
     source = env["TORGHUT_SIGNALS_TOPIC"]
     signals = SignalSource(universe(profile.symbols), profile.intent_fraction)
     records = backlog(signals, profile.peer_signals, T0)

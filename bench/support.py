@@ -22,6 +22,7 @@ import asyncpg
 import requests
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.signals import price_of
@@ -62,6 +63,21 @@ async def delete_topics(stack: StackInfo, prefix: str) -> None:
         names = [t for t in await admin.list_topics() if t.startswith(prefix)]
         if names:
             await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
+async def log_append_time(stack: StackInfo, topics: Iterable[str]) -> None:
+    """Have the broker stamp the topics' records when it appends them (LogAppendTime): rates read
+    from output records then mean the same for every producer (Quix Streams, for one, gives an
+    output record its input record's timestamp)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    await admin.start()
+    try:
+        config = {"cleanup.policy": "delete", "message.timestamp.type": "LogAppendTime"}
+        await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, config) for name in topics]
+        )
     finally:
         await admin.close()
 
