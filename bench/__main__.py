@@ -20,7 +20,15 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import b1_ceiling, b2_pipeline, b3_end_to_end, b4_scaling, b5_recovery
+from bench import (
+    b0_floor,
+    b1_ceiling,
+    b2_pipeline,
+    b3_end_to_end,
+    b4_scaling,
+    b5_recovery,
+    b6_peers,
+)
 from bench.context import PROFILES, Context, Profile
 from bench.goals import goals
 from bench.machine import load_average, machine_info, versions
@@ -34,6 +42,9 @@ Runner = Callable[[Context, BenchResult], Awaitable[None]]
 BENCHMARKS: dict[str, tuple[str, Runner]] = {
     "B1": ("raw Kafka passthrough (ceiling)", b1_ceiling.run),
     "B2": ("signals pipeline: decode, strategy, fan-out", b2_pipeline.run),
+    "B6": ("signals stage beside its peers: Quix Streams, plain aiokafka", b6_peers.run),
+    # B0 runs right before B3 (same run, same warm stack): B3's latency goal is a ratio to it.
+    "B0": ("raw I/O floor of an order: decision → Kafka → POST → Kafka", b0_floor.run),
     "B3": ("end to end at a fixed signal rate", b3_end_to_end.run),
     "B4": ("account scaling", b4_scaling.run),
     "B5": ("recovery of a large ledger", b5_recovery.run),

@@ -28,9 +28,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.context import Context
-from bench.goals import ack_p99_metric
+from bench.goals import ack_p99_metric, floor_ratio_metric, keep_up_metric
 from bench.ledger_view import LedgerView, read_ledger
-from bench.report import BenchResult, latency_summary, rate_per_second
+from bench.report import BenchResult, latency_summary, rate_per_second, ratio
 from bench.signals import SignalSource, universe
 from bench.support import (
     BenchWorker,
@@ -243,6 +243,12 @@ async def one_rate(
     result.add(f"p99 signal→persisted @{rate}/s", persist_summary["p99_ms"], "ms" + bound)
     result.add(f"orders/s @{rate}/s", orders_rate, "orders/s")
     result.add(f"orders @{rate}/s", len(expected))
+    # Against the raw I/O floor measured in the same run (B0), and whether the acks kept up
+    # with the orders offered (a backlog that grows shows as an ack rate below the offer).
+    floor_p99 = ctx.shared.get("b0_p99_ms", {}).get(rate)
+    result.add(floor_ratio_metric(rate), ratio(ack_summary["p99_ms"], floor_p99), bound.strip())
+    offered = achieved * len(expected) / len(sent) if sent else None
+    result.add(keep_up_metric(rate), ratio(orders_rate, offered))
     if unfinished:
         result.add(f"unfinished after {profile.drain_seconds:.0f}s @{rate}/s", unfinished)
     result.details[f"rate_{rate}"] = {
@@ -255,6 +261,8 @@ async def one_rate(
         "unfinished_after_drain": unfinished,
         "drain_seconds_after_load": drain,
         "signal_to_ack": ack_summary,
+        "b0_p99_ms": floor_p99,
+        "offered_orders_per_s": offered,
         "signal_to_persisted": persist_summary,
         "lane_steps_ms": view.breakdown(expected),
     }

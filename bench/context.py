@@ -15,6 +15,7 @@ from tests.support.stack import StackInfo
 class Profile:
     name: str
     signals: int  # B1/B2: backlog of Avro signals
+    peer_signals: int  # B6: backlog of Avro signals through the worker and its peers
     accounts: int  # K of B2 and B3
     # Share of signals on which the strategy emits an intent (each fanned out to every account).
     # 0.5%: at 500 signals/s that is 2.5 orders/s per account, inside the lane's Alpaca budget
@@ -36,6 +37,7 @@ class Profile:
 QUICK = Profile(
     name="quick",
     signals=10_000,
+    peer_signals=30_000,
     accounts=10,
     intent_fraction=0.005,
     symbols=500,
@@ -53,6 +55,7 @@ QUICK = Profile(
 FULL = Profile(
     name="full",
     signals=100_000,
+    peer_signals=100_000,
     accounts=10,
     intent_fraction=0.005,
     symbols=500,

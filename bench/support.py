@@ -22,13 +22,14 @@ import asyncpg
 import requests
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.signals import price_of
 from simulator.testing import SimulatorProcess
 from streams.persistence import migrate
 from tests.support.kafka import create_topics
-from tests.support.stack import StackInfo, app_env, stack_info, unique
+from tests.support.stack import ROOT, StackInfo, app_env, stack_info, unique
 from tests.support.worker import Worker
 
 PARTITIONS = 4  # the same for the raw-Kafka ceiling (B1) and the app's topics (B2-B5)
@@ -62,6 +63,21 @@ async def delete_topics(stack: StackInfo, prefix: str) -> None:
         names = [t for t in await admin.list_topics() if t.startswith(prefix)]
         if names:
             await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
+async def log_append_time(stack: StackInfo, topics: Iterable[str]) -> None:
+    """Have the broker stamp the topics' records when it appends them (LogAppendTime): rates read
+    from output records then mean the same for every producer (Quix Streams, for one, gives an
+    output record its input record's timestamp)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    await admin.start()
+    try:
+        config = {"cleanup.policy": "delete", "message.timestamp.type": "LogAppendTime"}
+        await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, config) for name in topics]
+        )
     finally:
         await admin.close()
 
@@ -324,6 +340,9 @@ class BenchWorker(Worker):
         cmd = [spy, "record", "-p", str(self.pid), "-o", str(out), "-f", "raw", "-r", "200"]
         subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     @property
     def pid(self) -> int:
         assert self.proc is not None
@@ -353,6 +372,42 @@ class BenchWorker(Worker):
             family.name: [(s.name, dict(s.labels), s.value) for s in family.samples]
             for family in text_string_to_metric_families(text)
         }
+
+
+class BenchProcess:
+    """A helper process of a benchmark (a peer, the I/O floor), run from the repository root;
+    its output kept in BENCH_LOG_DIR/<name>-<pid>.log once it stops."""
+
+    def __init__(self, name: str, cmd: Sequence[str], env: Mapping[str, str], workdir: Path):
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            list(cmd),
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        (LOG_DIR / f"{self.name}-{self.pid}.log").write_bytes(self.log_path.read_bytes())
 
 
 def proc_status_kib(pid: int, field: str) -> int:

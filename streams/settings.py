@@ -163,6 +163,13 @@ class Settings(BaseSettings):
         60.0,
         "Retryable broker errors without a success for this long make a lane unhealthy.",
     )
+    eager_delivery: bool = env(
+        "TORGHUT_EAGER_DELIVERY",
+        True,
+        "The consumer's fetch loop hands each record to the streams inline, without mode's four "
+        "tasks per record (`compat.EagerNoSkipConsumer`); a delivery that has to wait is raced "
+        "against a rebalance exactly as faust does. `false`: faust's own loop.",
+    )
 
     # ---- topics
     signals_topic: str = env(

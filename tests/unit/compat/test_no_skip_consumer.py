@@ -147,7 +147,9 @@ async def test_no_skip_assignment_drops_a_read_offset_recorded_after_the_revocat
 def test_the_app_uses_the_no_skip_consumer() -> None:
     from streams.app import app
 
-    assert app.transport.Consumer is compat.NoSkipConsumer
+    # TORGHUT_EAGER_DELIVERY (default true) picks its eager subclass (test_eager_delivery.py)
+    assert app.transport.Consumer is compat.EagerNoSkipConsumer
+    assert issubclass(app.transport.Consumer, compat.NoSkipConsumer)
 
 
 def _message(offset: int, generation_id: int) -> Any:
