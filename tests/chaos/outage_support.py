@@ -14,6 +14,7 @@ import json
 import os
 import re
 import statistics
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -46,11 +47,13 @@ SYMBOLS = ("AAPL", "MSFT")
 # ------------------------------------------------------------------------- the stack's servers
 def _stack_script() -> ModuleType:
     """stack/stack.py, loaded under its own name (its STATE_DIR follows TORGHUT_STACK_DIR)."""
-    spec = importlib.util.spec_from_file_location(
-        "torghut_stack_script", ROOT / "stack" / "stack.py"
-    )
+    name = "torghut_stack_script"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "stack" / "stack.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up while it loads
     spec.loader.exec_module(module)
     return module
 
@@ -166,19 +169,27 @@ def alive(workers: Iterable[Worker]) -> dict[str, int | None]:
 
 
 async def dead_letters(stack: StackInfo, topic: str) -> list[Any]:
-    """Every record of the dead-letter topic (read from the start to its end offsets)."""
+    """Every record of the dead-letter topic (none when it does not exist)."""
+    return await read_records(stack, topic, missing_ok=True)
+
+
+async def read_records(stack: StackInfo, topic: str, *, missing_ok: bool = False) -> list[Any]:
+    """Every record of `topic`, read from the start to the end offsets taken now."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=stack.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:
+        names = await consumer.topics()  # refreshes the metadata of every topic
         partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await asyncio.sleep(0.5)
-            partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         if not tps:
-            return []
+            if missing_ok:
+                return []
+            prefix = topic.split("-")[0]
+            raise AssertionError(
+                f"no topic {topic!r}; topics like it: {sorted(n for n in names if prefix in n)}"
+            )
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)

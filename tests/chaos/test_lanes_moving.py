@@ -36,12 +36,12 @@ from tests.chaos.outage_support import (
     data_dir,
     dead_letters,
     end_offsets,
+    read_records,
     wait_counted,
 )
 from tests.integration.lanes.helpers import decision, lane_env, prepare_topics, send
 from tests.integration.persistence.conftest import head_dsn, head_template
 from tests.integration.signals.helpers import murmur2_partition, read_topic
-from tests.support.kafka import read_all
 from tests.support.stack import StackInfo
 from tests.support.worker import Worker
 
@@ -144,7 +144,7 @@ async def test_d_lanes_move_between_live_workers_with_decisions_in_flight(
         }
         changelog = f"{group}-lane-ledger-changelog"
         ledger_written: dict[str, int] = {}
-        for r in await read_all(stack.bootstrap, changelog, idle=2.0):
+        for r in await read_records(stack, changelog):
             if r.key is None:
                 continue
             key = r.key.decode(errors="replace").strip('"')

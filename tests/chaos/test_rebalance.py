@@ -28,6 +28,7 @@ from streams.settings import Settings
 from tests.chaos.outage_support import (
     OffsetSampler,
     assignment_timeline,
+    read_records,
     save_logs,
 )
 from tests.integration.signals.helpers import (
@@ -40,7 +41,7 @@ from tests.integration.signals.helpers import (
     read_topic,
     signal,
 )
-from tests.support.kafka import create_topics, produce, read_all
+from tests.support.kafka import create_topics, produce
 from tests.support.stack import StackInfo, app_env, app_topics
 from tests.support.worker import Worker
 
@@ -220,13 +221,13 @@ async def post_mortem(
     symbols = {symbol for symbol, _ in lost}
     changelog = f"{env['TORGHUT_APP_ID']}-signal-watermarks-changelog"
     print("watermark changelog of the lost symbols (time, symbol, event ms:seq):")
-    for r in await read_all(stack.bootstrap, changelog, idle=2.0):
+    for r in await read_records(stack, changelog):
         key = (r.key or b"").decode(errors="replace").strip('"')
         if key in symbols:
             print(f"  {iso(r.timestamp / 1000)} {key} {(r.value or b'').decode(errors='replace')}")
     print("decisions of the lost symbols (first record time per seq):")
     firsts: dict[tuple[str, int], int] = {}
-    for r in await read_all(stack.bootstrap, env["TORGHUT_DECISIONS_TOPIC"], idle=2.0):
+    for r in await read_records(stack, env["TORGHUT_DECISIONS_TOPIC"]):
         d = decode_decision(r.value)
         if d.symbol in symbols:
             seq = int((d.event_ts - T0).total_seconds())
