@@ -158,9 +158,8 @@ def lane_problems(worker: Worker) -> dict[str, list[str]]:
     status, body = probe(worker, "/trading/status")
     if status != 200 or not isinstance(body, dict):
         return {}
-    lanes = body.get("lanes", [])
-    items = lanes.values() if isinstance(lanes, dict) else lanes
-    return {lane["account"]: list(lane.get("problems", [])) for lane in items}
+    lanes = body.get("accounts", {})
+    return {account: list(lane.get("problems", [])) for account, lane in lanes.items()}
 
 
 def alive(workers: Iterable[Worker]) -> dict[str, int | None]:
@@ -174,39 +173,36 @@ async def dead_letters(stack: StackInfo, topic: str) -> list[Any]:
 
 
 async def read_records(stack: StackInfo, topic: str, *, missing_ok: bool = False) -> list[Any]:
-    """Every record of `topic`, read from the start to the end offsets taken now."""
+    """Every record of `topic`, read from the start to the end offsets taken once the
+    (group-less) subscription has its partitions."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=stack.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        topic,
+        bootstrap_servers=stack.bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     try:
-        names = await consumer.topics()  # refreshes the metadata of every topic
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            if missing_ok:
-                return []
-            prefix = topic.split("-")[0]
-            raise AssertionError(
-                f"no topic {topic!r}; topics like it: {sorted(n for n in names if prefix in n)}"
-            )
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
         out: list[Any] = []
-        deadline = time.monotonic() + 30
-        while any(await _behind(consumer, tp, ends[tp]) for tp in tps):
+        deadline = time.monotonic() + (10 if missing_ok else 30)
+        while not consumer.assignment():
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                out.extend(records)
             if time.monotonic() > deadline:
-                break
+                if missing_ok:
+                    return []
+                raise AssertionError(f"no partitions of {topic!r} within 30 s")
+        tps = sorted(consumer.assignment())
+        ends = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + 60
+        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic!r}: not read to its end within 60 s")
             for records in (await consumer.getmany(timeout_ms=300)).values():
                 out.extend(records)
         return out
     finally:
         await consumer.stop()
-
-
-async def _behind(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> bool:
-    return bool(await consumer.position(tp) < end)
 
 
 async def committed_offsets(stack: StackInfo, group: str, topic: str) -> dict[int, int]:
