@@ -254,6 +254,19 @@ class OffsetSampler:
         return None
 
 
+TIMELINE_KEYS = (
+    "Joined group",
+    "Revoking previously",
+    "skipped by",
+    "Seek stream partitions",
+    "Resuming flow",
+    "Restoring state",
+    "Recovery complete",
+    "Worker ready",
+    "Discarded commit",
+    "OffsetCommit failed",
+    "crashed",
+)
 ASSIGNED = re.compile(r"Setting newly assigned partitions (\{.*\})")
 
 
@@ -269,7 +282,7 @@ def assignment_timeline(workers: Iterable[Worker], topic: str) -> list[str]:
             if match:
                 mine = sorted(int(p) for p in part.findall(match.group(1)))
                 out.append(f"{stamp} {w.name} assigned {topic.rsplit('.', 2)[-2]} {mine}")
-            elif "Joined group" in line or "Revoking previously" in line or "skipped by" in line:
+            elif any(k in line for k in TIMELINE_KEYS):
                 out.append(f"{stamp} {w.name} {line[26:200]}")
     return sorted(out)
 
