@@ -195,7 +195,7 @@ async def read_records(stack: StackInfo, topic: str, *, missing_ok: bool = False
         tps = sorted(consumer.assignment())
         ends = await consumer.end_offsets(tps)
         deadline = time.monotonic() + 60
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+        while await _behind(consumer, tps, ends):
             if time.monotonic() > deadline:
                 raise AssertionError(f"{topic!r}: not read to its end within 60 s")
             for records in (await consumer.getmany(timeout_ms=300)).values():
@@ -203,6 +203,15 @@ async def read_records(stack: StackInfo, topic: str, *, missing_ok: bool = False
         return out
     finally:
         await consumer.stop()
+
+
+async def _behind(
+    consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition], ends: Mapping[TopicPartition, int]
+) -> bool:
+    for tp in tps:
+        if await consumer.position(tp) < ends[tp]:
+            return True
+    return False
 
 
 async def committed_offsets(stack: StackInfo, group: str, topic: str) -> dict[int, int]:
