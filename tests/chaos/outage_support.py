@@ -396,7 +396,8 @@ class Count:
             **self.extra,
         }
         line = "=" * 30
-        return f"\n{line} chaos {self.scenario} {line}\n{json.dumps(body, indent=1)}\n{line * 2}"
+        rows = "\n".join(f"{key}: {json.dumps(value)}" for key, value in body.items())
+        return f"\n{line} chaos {self.scenario} {line}\n{rows}\n{line * 2}"
 
 
 async def count(
