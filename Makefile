@@ -57,8 +57,9 @@ test: install
 # The other broker version: the default is 3.9.1 (stack/stack.py); production clusters run 4.x.
 KAFKA_COMPAT_VERSION ?= 4.4.0
 
-# Failure scenarios that move partitions between worker processes under load: slower and
-# sensitive to the machine's load, so on their own stack and not part of `make test`.
+# Failure scenarios (tests marked `chaos`: Kafka/Postgres outages, partitions moving between
+# worker processes under load): slower and sensitive to the machine's load, so on their own
+# stack and not part of `make test`. README "Chaos suite" lists them.
 chaos: install
 	TORGHUT_STACK_DIR=$(CURDIR)/.cache/chaos-stack bash stack/test.sh -m chaos -s $(ARGS)
 

@@ -283,6 +283,14 @@ class Kafka:
                 start_new_session=True, cwd=self.home,
             )  # fmt: skip
         self.pid_file.write_text(str(proc.pid))
+        # Popen returns once exec began; /proc/PID/cmdline (what `pid_alive` matches) stays empty
+        # until the kernel has laid out the new program's arguments. A readiness check in that
+        # moment took the new broker for dead and removed its PID file (a restart under load).
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and not pid_alive(proc.pid, self.marker):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         log(f"kafka starting (pid {proc.pid}) on 127.0.0.1:{self.port}")
 
     def stop(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from importlib import metadata
@@ -51,6 +52,8 @@ def check_versions(installed: Callable[[str], str] = metadata.version) -> None:
 
 
 check_versions()
+
+log = logging.getLogger(__name__)
 
 # Imported after the check: an incompatible library may fail to import these at all.
 from aiokafka import AIOKafkaConsumer  # noqa: E402
@@ -318,14 +321,34 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
                 self._read_offset[tp] = committed - 1
 
     def ack(self, message: Any) -> bool:
-        """A record fetched in an earlier generation is never made committable: faust's stream
-        skips such a record unprocessed but acks it (`value is skipped_value`), and its offset
-        could then be committed although only its re-fetched copy would be processed. It is
-        only released (no longer waited for); its re-fetched copy is acked when processed."""
-        if message.generation_id != self.app.consumer_generation_id:
+        """A record the stream skipped unprocessed is never made committable.
+
+        faust's stream skips a record (`value is skipped_value`) when it was fetched in an
+        earlier generation *or when flow control is off* (a rebalance under way: a record that
+        reached the agent's queue after the revocation cleared it), and acks it all the same;
+        stock faust then commits its offset with the next processed ones, although the record
+        was never handed to the agent. A skipped record is recognised by `tracked`: the stream
+        tracks every record of an acking topic it hands on, and decides to skip before that.
+        Such a record, like one of an earlier generation, is only released (no longer waited
+        for); the seek that follows the rebalance reads it again and its processed copy is
+        acked. Each release of a current-generation skip is logged (it names the offset)."""
+        skipped = not message.tracked
+        if skipped or message.generation_id != self.app.consumer_generation_id:
             with ack_lock:
+                if message.acked:
+                    return False
                 message.acked = True
                 self._unacked_messages.discard(message)
+            if skipped and message.generation_id == self.app.consumer_generation_id:
+                log.info(
+                    "record skipped by the stream (rebalance under way), not committable: "
+                    "%s[%s]@%s",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    extra={"topic": message.topic, "partition": message.partition,
+                           "offset": message.offset},
+                )  # fmt: skip
             return False
         return bool(super().ack(message))
 

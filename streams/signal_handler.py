@@ -93,11 +93,13 @@ class SignalHandler:
             order = self._watermarks.classify(signal)
         if order is not SignalOrder.new:
             self.pipeline.record_dropped(order)
+            last = self._watermarks.last(signal.symbol)
             log.info(
-                "signal dropped (%s): %s seq %s",
+                "signal dropped (%s): %s seq %s (watermark %s)",
                 order.value,
                 signal.symbol,
                 signal.seq,
+                f"seq {last[1]} at {last[0]} ms" if last else "none",
                 extra={"symbol": signal.symbol, "seq": signal.seq, "drop_reason": order.value},
             )
             return

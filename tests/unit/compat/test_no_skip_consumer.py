@@ -185,3 +185,53 @@ async def test_no_skip_releases_an_earlier_generation_record_without_committing_
     consumer._unacked_messages.add(fresh)
     assert consumer.ack(fresh) is True
     assert consumer._new_offset(TP0) == 11
+
+
+def _consumer_message(offset: int, generation_id: int, *, tracked: bool) -> Any:
+    from faust.types.tuples import ConsumerMessage
+
+    message = ConsumerMessage(
+        "signals", 0, offset, 0.0, 0, None, b"k", b"v", None, generation_id=generation_id
+    )
+    message.tracked = tracked
+    return message
+
+
+def test_faust_stream_skips_a_record_when_flow_control_is_off_before_tracking_it() -> None:
+    """faust 0.15.3's stream iterator skips a record of the *current* generation while flow
+    control is off (a rebalance under way) before it tracks it, and acks it in its `finally`
+    (`do_ack or value is skipped_value`): a skipped record is an untracked one."""
+    import inspect
+
+    from faust.streams import Stream
+
+    source = inspect.getsource(Stream._py_aiter)
+    skip = source.index("not self.app.flow_control.is_active()")
+    track = source.index("message.tracked = True")
+    assert skip < source.index("value = skipped_value") < track
+    assert "if event is not None and (do_ack or value is skipped_value):" in source
+    assert _consumer_message(1, 1, tracked=False).use_tracking  # consumer records are tracked
+
+
+async def test_faust_makes_a_record_skipped_for_flow_control_committable() -> None:
+    consumer = _state(faust_aiokafka.Consumer, 10, [])
+    consumer.app.topics.acks_enabled_for = lambda topic: True
+    consumer.app.consumer_generation_id = 2
+    skipped = _consumer_message(10, generation_id=2, tracked=False)
+    assert consumer.ack(skipped) is True
+    assert consumer._new_offset(TP0) == 11  # committed past a record no agent processed
+
+
+async def test_no_skip_releases_a_record_skipped_for_flow_control_without_committing_it() -> None:
+    consumer = _state(compat.NoSkipConsumer, 10, [])
+    consumer.app.topics.acks_enabled_for = lambda topic: True
+    consumer.app.consumer_generation_id = 2
+    skipped = _consumer_message(10, generation_id=2, tracked=False)
+    consumer._unacked_messages.add(skipped)
+    assert consumer.ack(skipped) is False
+    assert skipped.acked and skipped not in consumer._unacked_messages
+    assert consumer._new_offset(TP0) is None
+    processed = _consumer_message(10, generation_id=2, tracked=True)  # read again after the seek
+    consumer._unacked_messages.add(processed)
+    assert consumer.ack(processed) is True
+    assert consumer._new_offset(TP0) == 11
