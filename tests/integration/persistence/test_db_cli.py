@@ -51,4 +51,4 @@ async def test_db_check_at_a_phase_revision(pg_dsn: str) -> None:
     assert "ok: database at 0004" in at_phase.stdout
     at_head = faust_db(pg_dsn, "check")
     assert at_head.returncode == 1
-    assert "database is at 0004 but the head is 0003" in at_head.stdout
+    assert "database is at 0004 but the head is 0006" in at_head.stdout
