@@ -39,6 +39,7 @@ from streams.execution.control_feed import ControlFeed
 from streams.execution.orchestration import LanesRunner
 from streams.execution.order_guard import OrderGuard
 from streams.execution.persist import ControlAudit, LaneSink
+from streams.execution.price_feed import PriceFeed
 from streams.execution.service import LaneService
 from streams.flags.service import FlagService, build_flag_service, lane_labels
 from streams.kafka_security import aiokafka_kwargs
@@ -129,7 +130,10 @@ class WorkerContext:
         self.trading_states = TradingStateBook()
         self._latches: set[asyncio.Task[object]] = set()
         self.order_guard = OrderGuard(
-            self.trading_states, PretradeLimits.from_settings(settings), latch=self._publish_latch
+            self.trading_states,
+            PretradeLimits.from_settings(settings),
+            latch=self._publish_latch,
+            live_accounts=frozenset(a.label for a in self.registry.accounts if a.is_live),
         )
         self.control_feed = ControlFeed(
             bootstrap_servers(settings.kafka_brokers),
@@ -152,6 +156,17 @@ class WorkerContext:
         self.order_index = FaustOrderIndex(tables.order_index)
         self.signal_pipeline = self._signal_pipeline()
         self.signal_decoder = SignalDecoder.for_settings(settings)  # owns the registry cache
+        self.price_feed: PriceFeed | None = None
+        if settings.price_collar_bps > 0:  # the collar's reference prices, read on every worker
+            self.price_feed = PriceFeed(
+                bootstrap_servers(settings.kafka_brokers),
+                settings.signals_topic,
+                self.signal_decoder,
+                self.order_guard,
+                max_age_seconds=settings.price_reference_max_age_seconds,
+                client_id=f"{settings.app_id}-prices",
+                security=aiokafka_kwargs(settings),
+            )
         self.lanes = self._lane_service()
         self.lanes_runner = LanesRunner(
             self.lanes,
@@ -226,6 +241,11 @@ class WorkerContext:
             audit=ControlAudit(self.repositories),
             guard=self.order_guard,
         )
+
+    async def run_price_feed(self) -> None:
+        """Follow the TA signals for reference prices (a no-op with the price collar off)."""
+        if self.price_feed is not None:
+            await self.price_feed.run_forever()
 
     def _publish_latch(self, command: ControlCommand) -> None:
         """A throttle latch goes on the control topic (every worker, survives restarts); the

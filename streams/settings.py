@@ -383,8 +383,9 @@ class Settings(BaseSettings):
         "TRADING_PRICE_COLLAR_BPS",
         0.0,
         "Largest deviation (basis points) of an order's price from the latest TA price of its "
-        "symbol (`price_collar_exceeded`; no TA price younger than "
-        "`TRADING_PRICE_REFERENCE_MAX_AGE_SECONDS`: `price_reference_missing`); 0 disables.",
+        "symbol, read by every worker from the signals topic (`price_collar_exceeded`; no TA "
+        "price younger than `TRADING_PRICE_REFERENCE_MAX_AGE_SECONDS`: "
+        "`price_reference_missing`); replays on paper lanes are exempt; 0 disables.",
     )
     price_reference_max_age_seconds: float = env(
         "TRADING_PRICE_REFERENCE_MAX_AGE_SECONDS",

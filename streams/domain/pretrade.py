@@ -153,8 +153,11 @@ def check(
     decision_hash: str,
     now: datetime,
     reference: tuple[Decimal, datetime] | None = None,
+    *,
+    collar: bool = True,
 ) -> list[str]:
-    """Every pre-trade reason that applies to sending `plan` now (empty: it may go)."""
+    """Every pre-trade reason that applies to sending `plan` now (empty: it may go); `collar`
+    False skips the price collar (a replay of history on a paper lane)."""
     reasons: list[str] = []
     activity._trim(now, max(timedelta(minutes=1), limits.duplicate_intent))
     if limits.max_order_qty > ZERO and plan.qty > limits.max_order_qty:
@@ -171,9 +174,9 @@ def check(
         spent = activity.day_notional if activity.day == now.date() else ZERO
         if spent + plan.notional > limits.daily_notional_cap:
             reasons.append(DAILY_NOTIONAL)
-    collar = collar_reason(limits, plan.price, reference, now)
-    if collar is not None:
-        reasons.append(collar)
+    collared = collar_reason(limits, plan.price, reference, now) if collar else None
+    if collared is not None:
+        reasons.append(collared)
     return reasons
 
 

@@ -32,9 +32,11 @@ class OrderGuard:
         states: TradingStateBook,
         limits: PretradeLimits,
         latch: Callable[[ControlCommand], None] = lambda command: None,
+        live_accounts: frozenset[str] = frozenset(),
     ) -> None:
         self.states = states
         self.limits = limits
+        self.live_accounts = live_accounts
         self._latch = latch
         self._activity: dict[str, AccountActivity] = {}
         self._prices: dict[str, tuple[Decimal, datetime]] = {}
@@ -66,8 +68,16 @@ class OrderGuard:
         if refused is not None:
             reasons.append(refused)
         activity = self.activity(label)
+        # A replay (paper lanes only, like the age guard) carries historical prices by design.
+        replay = bool(entry.decision.telemetry.get("replay_id")) and label not in self.live_accounts
         reasons += pretrade.check(
-            self.limits, activity, plan, entry.decision_hash, now, self.reference(plan.symbol)
+            self.limits,
+            activity,
+            plan,
+            entry.decision_hash,
+            now,
+            self.reference(plan.symbol),
+            collar=not replay,
         )
         if pretrade.ORDER_RATE in reasons:
             self._throttled(label, activity, now)

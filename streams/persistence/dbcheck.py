@@ -83,8 +83,8 @@ async def check_database(
                 _check_live, (target,) if target else heads, multi_account_enabled
             )
         if target is not None and target not in LATER_TABLES.values():
-            later = {f"missing table {t}" for t in LATER_TABLES}
-            notes += [f"{p} (added after {target})" for p in live_problems if p in later]
+            later = [p for p in live_problems if _names_later_table(p)]
+            notes += [f"{p} (added after {target})" for p in later]
             live_problems = [p for p in live_problems if p not in later]
         problems += live_problems
         notes += live_notes
@@ -94,6 +94,14 @@ async def check_database(
     finally:
         await engine.dispose()
     return CheckResult(tuple(problems), tuple(notes), heads, current)
+
+
+def _names_later_table(problem: str) -> bool:
+    """A missing table of `LATER_TABLES`, or a missing part of one."""
+    return any(
+        problem == f"missing table {t}" or f" on {t}(" in problem or f" {t}." in problem
+        for t in LATER_TABLES
+    )
 
 
 def _head_problems(heads: Sequence[str]) -> Iterable[str]:

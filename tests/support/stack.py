@@ -48,14 +48,16 @@ def unique(prefix: str) -> str:
 
 
 # The per-account pre-trade controls (issue #17) limit what one account may send per second,
-# per minute and per day, and refuse repeated intents: the tests and benchmarks of other parts
-# send bursts on purpose, so they run with those limits off; tests of the controls set them.
+# per minute and per day, refuse repeated intents and price decisions against the TA stream:
+# the tests and benchmarks of other parts send bursts and decisions without signals on purpose,
+# so they run with those limits off; tests of the controls set them.
 PRETRADE_OFF = {
     "TRADING_ORDER_RATE_PER_SECOND": "0",
     "TRADING_ORDER_RATE_PER_MINUTE": "0",
     "TRADING_DUPLICATE_INTENT_SECONDS": "0",
     "TRADING_DAILY_NOTIONAL_CAP": "0",
     "TRADING_MAX_OPEN_ORDERS": "0",
+    "TRADING_PRICE_COLLAR_BPS": "0",
 }
 
 

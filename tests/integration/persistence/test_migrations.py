@@ -25,6 +25,7 @@ TABLES = {
     "execution_tca_metrics",
     "unattributed_order_events",
     "account_pins",
+    "control_actions",
 }
 H1, H2, H3, H4 = (c * 64 for c in "1234")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -9,11 +10,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from schemas.codecs import DecodeError
 from schemas.control import ControlCommand, ControlKind, KillMode, TradingState
 from schemas.control import trading_state_command as state_command
-from schemas.decision import Action
+from schemas.decision import AccountDecision, Action
+from schemas.ta_signal import TaSignal
 from streams.domain import pretrade
 from streams.domain.kill_switch import KillSwitchBook, parse_key
+from streams.domain.ledger import received
 from streams.domain.pretrade import AccountActivity, PretradeLimits
 from streams.domain.sizing import OrderPlan
 from streams.domain.trading_state import (
@@ -24,6 +28,8 @@ from streams.domain.trading_state import (
     refusal,
 )
 from streams.execution.control_actions import ControlActions, action_of
+from streams.execution.order_guard import OrderGuard
+from streams.execution.price_feed import PriceFeed
 from streams.observability.status import LaneStatus
 
 NOW = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
@@ -216,3 +222,102 @@ def test_price_collar() -> None:
         pretrade.PRICE_COLLAR
     )
     assert pretrade.collar_reason(PretradeLimits(), order.price, None, NOW) is None
+
+
+class FakeDecoder:
+    async def decode(self, raw: bytes | None) -> Any:
+        if raw == b"bad":
+            raise DecodeError("ta_signal_invalid", "bad")
+        return TaSignal.model_validate_json(raw or b"")
+
+
+async def test_price_feed_keeps_the_latest_price_per_symbol() -> None:
+
+    guard = OrderGuard(TradingStateBook(), PretradeLimits(collar_bps=Decimal(100)))
+    feed = PriceFeed("localhost:9092", "signals", FakeDecoder(), guard, max_age_seconds=60)
+
+    def signal(ts: datetime, price: float | None) -> bytes:
+        body: dict[str, Any] = {
+            "ingest_ts": ts.isoformat(),
+            "event_ts": ts.isoformat(),
+            "symbol": "BTC/USD",
+            "seq": 1,
+        }
+        if price is not None:
+            body["price"] = price
+        return json.dumps(body).encode()
+
+    await feed.apply(signal(NOW, 50000.0))
+    await feed.apply(signal(NOW - timedelta(seconds=5), 1.0))  # older: ignored
+    await feed.apply(signal(NOW, None))  # no price: skipped
+    await feed.apply(b"bad")
+    assert guard.reference("BTC/USD") == (Decimal("50000.0"), NOW)
+    assert (feed.records, feed.skipped) == (2, 2)
+
+
+def test_guard_exempts_paper_replays_from_the_collar_and_halts_on_state() -> None:
+
+    states = TradingStateBook()
+    guard = OrderGuard(
+        states, PretradeLimits(collar_bps=Decimal(100)), live_accounts=frozenset({"live"})
+    )
+
+    def entry(label: str, replay: bool) -> Any:
+        d = AccountDecision(
+            decision_hash="a" * 64,
+            account_label=label,
+            strategy_id="s",
+            symbol="AAPL",
+            timeframe="1Min",
+            event_ts=NOW,
+            action=Action.buy,
+            notional=Decimal(1000),
+            confidence=0.5,
+            price=Decimal(100),
+            emitted_at=NOW,
+            telemetry={"replay_id": "r1"} if replay else {},
+        )
+        return received(d, NOW).planned(plan(), NOW)
+
+    assert guard.refusals("paper", entry("paper", True), None, NOW) == []
+    assert guard.refusals("paper", entry("paper", False), None, NOW) == [
+        pretrade.PRICE_REFERENCE_MISSING
+    ]
+    assert guard.refusals("live", entry("live", True), None, NOW) == [
+        pretrade.PRICE_REFERENCE_MISSING
+    ]
+    states.apply(state_command(TradingState.halted, "paper", "o", "r"))
+    assert guard.refusals("paper", entry("paper", True), None, NOW) == [HALTED]
+
+
+def test_throttle_latches_to_halted_once() -> None:
+    latched: list[ControlCommand] = []
+    states = TradingStateBook()
+    limits = PretradeLimits(rate_per_second=1, latch_hits=2)
+    guard = OrderGuard(states, limits, latch=latched.append)
+    first = received(_decision("a"), NOW).planned(plan(), NOW)
+    assert guard.refusals("alpha", first, None, NOW) == []
+    guard.sent("alpha", first, NOW)
+    for n, h in enumerate("bc"):
+        e = received(_decision(h), NOW).planned(plan(str(n)), NOW)
+        assert pretrade.ORDER_RATE in guard.refusals("alpha", e, None, NOW)
+    assert len(latched) == 1 and latched[0].state is TradingState.halted
+    assert latched[0].account == "alpha" and "order rate throttle" in latched[0].reason
+    assert states.effective("alpha").state is TradingState.halted
+    assert states.effective("beta").state is TradingState.active
+
+
+def _decision(h: str) -> Any:
+    return AccountDecision(
+        decision_hash=h * 64,
+        account_label="alpha",
+        strategy_id="s",
+        symbol="AAPL",
+        timeframe="1Min",
+        event_ts=NOW,
+        action=Action.buy,
+        notional=Decimal(1000),
+        confidence=0.5,
+        price=Decimal(100),
+        emitted_at=NOW,
+    )
