@@ -91,10 +91,11 @@ class PriceFeed:
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         while True:
+            await consumer.topics()  # refreshes the cluster metadata
             found = consumer.partitions_for_topic(self.topic)
             if found:
                 return [TopicPartition(self.topic, p) for p in sorted(found)]
-            await consumer.force_metadata_update()
+            log.info("waiting for the signals topic %s", self.topic)
             await asyncio.sleep(1.0)
 
     async def _seek_recent(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:

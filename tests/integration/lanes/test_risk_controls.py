@@ -378,3 +378,40 @@ async def test_order_rate_throttle_latches_the_account_to_halted(world: World) -
     again = decision("delta", "MSFT", notional="300")
     await send(world.stack, world.env, again)
     await wait_executed(world.dsn, again)
+
+
+async def test_price_feed_reads_recent_signals_from_kafka(stack: StackInfo) -> None:
+    """The price collar's reference reader against the real broker (no worker): signals
+    produced before it starts (within the age) and after are both seen."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from streams.execution.price_feed import PriceFeed
+    from streams.signal_decoder import SignalDecoder
+    from tests.support.kafka import create_topics
+
+    topic = f"{unique('prices')}.ta.signals.v1"
+    await create_topics(stack.bootstrap, [topic])
+    seen: dict[str, Decimal] = {}
+
+    class Sink:
+        def record_price(self, symbol: str, price: Decimal, at: Any) -> None:
+            seen[symbol] = price
+
+    def signal(symbol: str, price: float) -> tuple[bytes, bytes]:
+        now = datetime.now(UTC).isoformat()
+        body = {"ingest_ts": now, "event_ts": now, "symbol": symbol, "seq": 1, "price": price}
+        return symbol.encode(), json.dumps(body).encode()
+
+    await produce(stack.bootstrap, topic, [signal("AAPL", 100.0)])
+    feed = PriceFeed(
+        stack.bootstrap, topic, SignalDecoder(frozenset({1})), Sink(), max_age_seconds=300
+    )
+    task = asyncio.create_task(feed.run())
+    try:
+        await wait_until(lambda: _async("AAPL" in seen), 20, "the earlier signal")
+        await produce(stack.bootstrap, topic, [signal("MSFT", 200.0)])
+        await wait_until(lambda: _async("MSFT" in seen), 20, "a later signal")
+    finally:
+        task.cancel()
+    assert seen == {"AAPL": Decimal("100.0"), "MSFT": Decimal("200.0")}
