@@ -9,6 +9,7 @@ from agents import (  # noqa: F401
     flags,
     lanes,
     monitor,
+    prices,
     reconciler,
     recovery,
     signals,

@@ -12,6 +12,7 @@ A CLI command that needs some of these builds its own pieces from `app.settings`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import faust
 
+from schemas.codecs import encode_control
+from schemas.control import ControlCommand, control_key
 from streams.broker.pool import BrokerPool
 from streams.clickhouse.worker import ClickHouseServices
 from streams.compat import assigned_actives
@@ -27,12 +30,16 @@ from streams.domain import secrets
 from streams.domain.accounts import AccountConfigError, AccountRegistry, load_registry
 from streams.domain.freshness import FreshnessState
 from streams.domain.kill_switch import KillSwitchBook
+from streams.domain.pretrade import PretradeLimits
 from streams.domain.strategy.catalog import build_runtime, load_catalog
 from streams.domain.strategy.registry import StrategyConfigError
+from streams.domain.trading_state import TradingStateBook
 from streams.execution.control_feed import STALE as CONTROL_FEED_STALE
 from streams.execution.control_feed import ControlFeed
 from streams.execution.orchestration import LanesRunner
-from streams.execution.persist import LaneSink
+from streams.execution.order_guard import OrderGuard
+from streams.execution.persist import ControlAudit, LaneSink
+from streams.execution.price_feed import PriceFeed
 from streams.execution.service import LaneService
 from streams.flags.service import FlagService, build_flag_service, lane_labels
 from streams.kafka_security import aiokafka_kwargs
@@ -120,6 +127,14 @@ class WorkerContext:
         self.flags: FlagService = build_flag_service(settings, lane_labels(settings, enabled))
         self.dead_letters = DeadLetters.for_settings(topics.dlq, settings)
         self.control_book = KillSwitchBook()
+        self.trading_states = TradingStateBook()
+        self._latches: set[asyncio.Task[object]] = set()
+        self.order_guard = OrderGuard(
+            self.trading_states,
+            PretradeLimits.from_settings(settings),
+            latch=self._publish_latch,
+            live_accounts=frozenset(a.label for a in self.registry.accounts if a.is_live),
+        )
         self.control_feed = ControlFeed(
             bootstrap_servers(settings.kafka_brokers),
             settings.control_topic,
@@ -128,6 +143,7 @@ class WorkerContext:
             dead_letters=self.dead_letters,
             client_id=f"{settings.app_id}-control",
             security=aiokafka_kwargs(settings),
+            trading_states=self.trading_states,
         )
         self.clickhouse = ClickHouseServices(
             settings,
@@ -140,6 +156,17 @@ class WorkerContext:
         self.order_index = FaustOrderIndex(tables.order_index)
         self.signal_pipeline = self._signal_pipeline()
         self.signal_decoder = SignalDecoder.for_settings(settings)  # owns the registry cache
+        self.price_feed: PriceFeed | None = None
+        if settings.price_collar_bps > 0:  # the collar's reference prices, read on every worker
+            self.price_feed = PriceFeed(
+                bootstrap_servers(settings.kafka_brokers),
+                settings.signals_topic,
+                self.signal_decoder,
+                self.order_guard,
+                max_age_seconds=settings.price_reference_max_age_seconds,
+                client_id=f"{settings.app_id}-prices",
+                security=aiokafka_kwargs(settings),
+            )
         self.lanes = self._lane_service()
         self.lanes_runner = LanesRunner(
             self.lanes,
@@ -210,7 +237,31 @@ class WorkerContext:
             disabled_strategies=self._disabled_strategies,
             ta_blocks_orders=self.freshness.blocks_orders,
             lane_refusals=self._lane_refusals,
+            states=self.trading_states,
+            audit=ControlAudit(self.repositories),
+            guard=self.order_guard,
         )
+
+    async def run_price_feed(self) -> None:
+        """Follow the TA signals for reference prices (a no-op with the price collar off)."""
+        if self.price_feed is not None:
+            await self.price_feed.run_forever()
+
+    def _publish_latch(self, command: ControlCommand) -> None:
+        """A throttle latch goes on the control topic (every worker, survives restarts); the
+        guard has already applied it here."""
+        task: asyncio.Task[object] = asyncio.ensure_future(self._send_control(command))
+        self._latches.add(task)
+        task.add_done_callback(self._latches.discard)
+
+    async def _send_control(self, command: ControlCommand) -> object:
+        try:
+            return await self.topics.control.send(
+                key=control_key(command), value=encode_control(command)
+            )
+        except Exception:  # the halt holds here; logged for the operator
+            log.exception("throttle latch not published on the control topic")
+            return None
 
     def _lane_refusals(self, label: str) -> list[str]:
         """Refusals of every lane at the last moment: a stalled control feed (and, once it

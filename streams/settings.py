@@ -335,6 +335,70 @@ class Settings(BaseSettings):
         False,
         "When a kill switch is engaged, also cancel that account's open orders (once).",
     )
+    kill_switch_broker_suspend: bool = env(
+        "TRADING_KILL_SWITCH_BROKER_SUSPEND",
+        False,
+        "Mirror an engaged kill switch to the broker's `suspend_trade` (PATCH "
+        "/v2/account/configurations), so the broker itself refuses the account's new orders; "
+        "released when no switch holds the account.",
+    )
+    max_order_qty: float = env(
+        "TRADING_MAX_ORDER_QTY",
+        10000.0,
+        "Largest quantity of one order (`max_order_qty_exceeded`); 0 disables.",
+    )
+    max_open_orders: int = env(
+        "TRADING_MAX_OPEN_ORDERS",
+        50,
+        "Most open (unfilled) orders of one account (`max_open_orders_exceeded`); 0 disables.",
+    )
+    order_rate_per_second: int = env(
+        "TRADING_ORDER_RATE_PER_SECOND",
+        5,
+        "Most orders one account sends per second (`order_rate_throttled`); 0 disables.",
+    )
+    order_rate_per_minute: int = env(
+        "TRADING_ORDER_RATE_PER_MINUTE",
+        120,
+        "Most orders one account sends per minute (`order_rate_throttled`); 0 disables.",
+    )
+    throttle_latch_hits: int = env(
+        "TRADING_THROTTLE_LATCH_HITS",
+        3,
+        "Throttle refusals within `TRADING_THROTTLE_LATCH_WINDOW_SECONDS` after which the "
+        "account is set `halted` through the control topic until an operator sets it `active`; "
+        "0 never latches.",
+    )
+    throttle_latch_window_seconds: float = env(
+        "TRADING_THROTTLE_LATCH_WINDOW_SECONDS",
+        60.0,
+        "Window of `TRADING_THROTTLE_LATCH_HITS`.",
+    )
+    duplicate_intent_seconds: float = env(
+        "TRADING_DUPLICATE_INTENT_SECONDS",
+        5.0,
+        "The same account, symbol and side from another decision within this many seconds of an "
+        "order sent is refused (`duplicate_intent`); 0 disables.",
+    )
+    daily_notional_cap: float = env(
+        "TRADING_DAILY_NOTIONAL_CAP",
+        250000.0,
+        "Most notional (USD) one account sends per UTC day (`daily_notional_cap_exceeded`); "
+        "0 disables.",
+    )
+    price_collar_bps: float = env(
+        "TRADING_PRICE_COLLAR_BPS",
+        0.0,
+        "Largest deviation (basis points) of an order's price from the latest TA price of its "
+        "symbol, read by every worker from the signals topic (`price_collar_exceeded`; no TA "
+        "price younger than `TRADING_PRICE_REFERENCE_MAX_AGE_SECONDS`: "
+        "`price_reference_missing`); replays on paper lanes are exempt; 0 disables.",
+    )
+    price_reference_max_age_seconds: float = env(
+        "TRADING_PRICE_REFERENCE_MAX_AGE_SECONDS",
+        300.0,
+        "Oldest TA price the price collar accepts as the reference.",
+    )
     max_decision_age_seconds: float = env(
         "TRADING_MAX_DECISION_AGE_SECONDS",
         600.0,

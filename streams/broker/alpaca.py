@@ -244,6 +244,25 @@ class AlpacaBroker:
         answers = await self._call("cancel_orders", self._client.cancel_orders)
         return [dict(a) for a in answers or []]
 
+    async def close_all_positions(self) -> list[dict[str, Any]]:
+        """DELETE /v2/positions?cancel_orders=true: cancel every open order, then one closing
+        order per position. The answer is multi-status (207): one entry per position with its
+        own `status` (200, or the refusal) and `body`."""
+        answers = await self._call(
+            "close_all_positions", lambda: self._client.close_all_positions(cancel_orders=True)
+        )
+        return [dict(a) for a in answers or []]
+
+    async def set_suspend_trade(self, suspended: bool) -> dict[str, Any]:
+        """PATCH /v2/account/configurations `{"suspend_trade": ...}`: the broker itself refuses
+        new orders of this account while it is true. Only that field is sent (alpaca-py's
+        `set_account_configurations` would write back every setting it read)."""
+        body = {"suspend_trade": suspended}
+        answer = await self._call(
+            "set_suspend_trade", lambda: self._client.patch("/account/configurations", body)
+        )
+        return dict(answer or {})
+
     # ---- account
     async def account(self) -> dict[str, Any]:
         return dict(await self._call("get_account", self._client.get_account))

@@ -11,14 +11,22 @@ from dataclasses import dataclass, field
 from schemas.control import ALL_ACCOUNTS, ControlCommand, ControlKind
 
 
-def scope_of_key(key: bytes | None) -> str | None:
-    """The scope of a compaction key `kill_switch:<scope>` (for tombstones), else None."""
+def parse_key(key: bytes | None) -> tuple[ControlKind, str] | None:
+    """(kind, scope) of a compaction key `<kind>:<scope>` (for tombstones), else None."""
     if not key:
         return None
     kind, sep, scope = key.decode(errors="replace").partition(":")
-    if not sep or kind != ControlKind.kill_switch.value or not scope:
+    if not sep or not scope or kind not in ControlKind.__members__:
         return None
-    return scope
+    return ControlKind(kind), scope
+
+
+def scope_of_key(key: bytes | None) -> str | None:
+    """The scope of a compaction key `kill_switch:<scope>` (for tombstones), else None."""
+    parsed = parse_key(key)
+    if parsed is None or parsed[0] is not ControlKind.kill_switch:
+        return None
+    return parsed[1]
 
 
 @dataclass
@@ -31,7 +39,11 @@ class KillSwitchBook:
             return False
         previous = self.by_scope.get(command.scope)
         self.by_scope[command.scope] = command
-        return previous is None or previous.engaged != command.engaged
+        return (
+            previous is None
+            or previous.engaged != command.engaged
+            or (command.engaged and previous.mode != command.mode)
+        )
 
     def forget(self, scope: str) -> bool:
         """A tombstone: the scope has no command any more."""
@@ -49,9 +61,11 @@ class KillSwitchBook:
         return {
             scope: {
                 "engaged": c.engaged,
+                "mode": c.mode.value,
                 "reason": c.reason,
                 "operator": c.operator,
                 "issued_at": c.issued_at.isoformat(),
+                "command_id": c.command_id,
             }
             for scope, c in sorted(self.by_scope.items())
         }

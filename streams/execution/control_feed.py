@@ -6,10 +6,14 @@ compacted history (the current state), and then follows new commands as they arr
 `caught_up` is set once the replay reached the end offsets seen at start: lanes do not submit
 before it, so a restart never trades through an engaged switch.
 
-Fail safe: an undecodable record whose key names a scope engages that scope
-(`undecodable_control_record`) and is dead-lettered. `advanced_at` is when the feed last read
-(or confirmed it is at the end of) the topic: a feed that stalls after catch-up is noticed
-(`stale_for`), and past a bound the lanes refuse new orders (`control_feed_stale`).
+Two kinds share the topic: kill switches (`kill_switch:<scope>`, the `KillSwitchBook`) and
+trading states (`trading_state:<scope>`, the `TradingStateBook`).
+
+Fail safe: an undecodable record whose key names a scope engages that scope — a kill switch, or
+`halted` for a trading-state key (`undecodable_control_record`) — and is dead-lettered.
+`advanced_at` is when the feed last read (or confirmed it is at the end of) the topic: a feed
+that stalls after catch-up is noticed (`stale_for`), and past a bound the lanes refuse new
+orders (`control_feed_stale`).
 
 A command naming an account the registry does not know (`unknown_account`) never reaches the
 book: no switch state exists for a label that is not configured. Received live it is
@@ -29,9 +33,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from schemas.codecs import DecodeError, decode_control
-from schemas.control import ControlCommand, ControlKind
+from schemas.control import ControlCommand, ControlKind, TradingState
 from streams.dlq import DeadLetters
-from streams.domain.kill_switch import KillSwitchBook, scope_of_key
+from streams.domain.kill_switch import KillSwitchBook, parse_key
+from streams.domain.trading_state import TradingStateBook
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +58,11 @@ class ControlFeed:
         client_id: str = "torghut-control",
         security: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        trading_states: TradingStateBook | None = None,
     ) -> None:
         self.topic = topic
         self.book = book
+        self.trading_states = trading_states if trading_states is not None else TradingStateBook()
         self.known_accounts = known_accounts  # None: any valid label (tools and tests)
         self.dead_letters = dead_letters
         self.unknown_accounts = 0
@@ -157,16 +164,22 @@ class ControlFeed:
 
     def _mark_caught_up(self) -> None:
         if not self.caught_up.is_set():
-            log.info("control topic replayed", extra={"kill_switches": self.book.as_dict()})
+            log.info(
+                "control topic replayed",
+                extra={
+                    "kill_switches": self.book.as_dict(),
+                    "trading_states": self.trading_states.as_dict(),
+                },
+            )
             self.advanced_at = self._clock()
             self.caught_up.set()
 
     async def _apply(self, record: ConsumerRecord) -> None:
         live = self.caught_up.is_set()
         if record.value is None:
-            scope = scope_of_key(record.key)
-            if scope is not None and self.book.forget(scope):
-                self._notify(None, scope, live)
+            parsed = parse_key(record.key)
+            if parsed is not None and self._forget(*parsed):
+                self._notify(None, parsed[1], live)
             return
         try:
             command = decode_control(record.value)
@@ -177,34 +190,57 @@ class ControlFeed:
         if known is not None and command.account is not None and command.account not in known:
             await self._unknown_account(record, live)
             return
-        if self.book.apply(command):
+        if self._book_apply(command):
+            if command.kind is ControlKind.trading_state:
+                what = f"trading state {command.state}"
+            else:
+                what = f"kill switch {'engaged' if command.engaged else 'released'}"
             log.info(
-                "kill switch %s for %s",
-                "engaged" if command.engaged else "released",
+                "%s for %s",
+                what,
                 command.scope,
-                extra={"reason": command.reason, "operator": command.operator, "live": live},
+                extra={
+                    "reason": command.reason,
+                    "operator": command.operator,
+                    "command_id": command.command_id,
+                    "live": live,
+                },
             )
             self._notify(command, command.scope, live)
+
+    def _book_apply(self, command: ControlCommand) -> bool:
+        if command.kind is ControlKind.trading_state:
+            return self.trading_states.apply(command)
+        return self.book.apply(command)
+
+    def _forget(self, kind: ControlKind, scope: str) -> bool:
+        if kind is ControlKind.trading_state:
+            return self.trading_states.forget(scope)
+        return self.book.forget(scope)
 
     async def _undecodable(self, record: ConsumerRecord, exc: DecodeError, live: bool) -> None:
         """Fail safe: the scope its key names is engaged (what it said is unknown, and it may
         have been an engage); the record is dead-lettered either way."""
         self.errors += 1
-        scope = scope_of_key(record.key)
+        parsed = parse_key(record.key)
+        kind, scope = parsed if parsed is not None else (ControlKind.kill_switch, None)
         log.error(
             "undecodable control record%s",
-            f"; kill switch engaged for {scope}" if scope else " (its key names no scope)",
+            f"; {kind.value} engaged for {scope}" if scope else " (its key names no scope)",
             extra={"reason": exc.reason, "partition": record.partition, "offset": record.offset},
         )
-        command = self._fail_safe_command(scope)
-        if command is not None and self.book.apply(command):
+        command = self._fail_safe_command(scope, kind)
+        if command is not None and self._book_apply(command):
             self._notify(command, command.scope, live)
         if self.dead_letters is not None:
             await self.dead_letters.record(record, UNDECODABLE, exc)
 
-    def _fail_safe_command(self, scope: str | None) -> ControlCommand | None:
+    def _fail_safe_command(
+        self, scope: str | None, kind: ControlKind = ControlKind.kill_switch
+    ) -> ControlCommand | None:
         """The engage an undecodable record's key stands for: all lanes, or one account the
-        registry knows (a key naming anything else creates no state)."""
+        registry knows (a key naming anything else creates no state); a trading-state key
+        stands for `halted`."""
         if scope is None:
             return None
         account = None if scope == "*" else scope
@@ -213,9 +249,10 @@ class ControlFeed:
             return None
         try:
             return ControlCommand(
-                kind=ControlKind.kill_switch,
+                kind=kind,
                 account=account,
                 engaged=True,
+                state=TradingState.halted if kind is ControlKind.trading_state else None,
                 operator="torghut-streams",
                 reason=UNDECODABLE,
             )

@@ -155,6 +155,12 @@ class LaneEnv:
     # Extra refusals of a lane at the last moment, e.g. the trading state (active / reducing /
     # halted, issue #17) or a stale control feed: reasons, or an empty list.
     lane_refusals: Callable[[str], list[str]] = lambda label: []
+    # Last-moment refusals that depend on the order itself: the trading state (reducing needs
+    # the position) and the pre-trade controls (`streams.execution.order_guard`).
+    order_refusals: Callable[[str, LedgerEntry, AccountSnapshot | None, datetime], list[str]] = (
+        lambda label, entry, snapshot, now: []
+    )
+    order_sent: Callable[[str, LedgerEntry, datetime], None] = lambda label, entry, now: None
     # A durable ledger write not acknowledged within this long parks a `submitting` entry.
     durable_timeout: float = DURABLE_TIMEOUT_SECONDS
 
@@ -413,6 +419,8 @@ class Lane:
         guard and TA freshness."""
         reasons = control_reasons(self.env.policy, self._context(), entry.decision.symbol)
         reasons.extend(r for r in self.env.lane_refusals(self.label) if r not in reasons)
+        checks = self.env.order_refusals(self.label, entry, self.snapshot, now)
+        reasons.extend(r for r in checks if r not in reasons)
         if is_stale(self.env.policy, entry.decision, now, live=self.account.is_live):
             reasons.append(STALE)
         if TA_STALE not in reasons and self.env.ta_blocks_orders(entry.decision.symbol, now):
@@ -470,6 +478,7 @@ class Lane:
         if refusals:
             return await self._reject(submitting, refusals)
         self.last_order_sent = self.env.clock()
+        self.env.order_sent(self.label, submitting, self.last_order_sent)
         try:
             order = await self.broker.submit_order(plan)
         except BrokerError as exc:

@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from schemas.control import ControlCommand
 from streams.domain.ledger import LedgerEntry, LedgerState
 from streams.domain.sizing import AccountSnapshot
 from streams.execution.cursor import LaneCursor
@@ -115,3 +116,38 @@ class LaneSink:
     async def cursor(self, source: str, account_label: str, cursor: LaneCursor) -> None:
         repo = await self._repos.get()
         await repo.upsert_cursor(source, account_label, cursor.event_ts, cursor.symbol, cursor.seq)
+
+
+class ControlAudit:
+    """The `control_actions` rows: claim a command's action for an account, record its end."""
+
+    def __init__(self, repositories: RepositoryProvider) -> None:
+        self._repos = repositories
+
+    async def claim(
+        self, account_label: str, command: ControlCommand, action: str, stale_after: float
+    ) -> int | None:
+        repo = await self._repos.get()
+        return await repo.claim_control_action(
+            account_label,
+            command.command_id,
+            kind=command.kind.value,
+            action=action,
+            scope=command.scope,
+            operator=command.operator,
+            reason=command.reason,
+            issued_at=command.issued_at,
+            status="started",
+            stale_after_seconds=stale_after,
+        )
+
+    async def finish(
+        self,
+        account_label: str,
+        command_id: str,
+        status: str,
+        result: Mapping[str, Any] | None,
+        error: str | None = None,
+    ) -> None:
+        repo = await self._repos.get()
+        await repo.finish_control_action(account_label, command_id, status, result, error)

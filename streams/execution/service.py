@@ -20,11 +20,15 @@ from streams.broker.pool import BrokerPool
 from streams.domain.accounts import AccountRegistry
 from streams.domain.kill_switch import KillSwitchBook
 from streams.domain.ledger import LedgerEntry, LedgerScan, Step, ledger_key
+from streams.domain.pretrade import PretradeLimits
 from streams.domain.risk import RiskPolicy
 from streams.domain.sizing import AccountSnapshot
+from streams.domain.trading_state import TradingStateBook
+from streams.execution.control_actions import ActionBroker, Audit, ControlActions
 from streams.execution.crash import CrashPoints
 from streams.execution.cursor import LaneCursor
 from streams.execution.lane import Lane, LaneEnv, Ledger, OrderIndex, utc_now
+from streams.execution.order_guard import OrderGuard
 from streams.execution.persist import LaneSink
 from streams.flags import ALL_KEYS, KILL_SWITCH, FlagSnapshot
 from streams.observability.status import StatusBoard
@@ -64,6 +68,9 @@ class LaneService:
         ta_blocks_orders: Callable[[str, datetime], bool] = lambda symbol, now: False,
         lane_refusals: Callable[[str], list[str]] = lambda label: [],
         clock: Callable[[], datetime] = utc_now,
+        states: TradingStateBook | None = None,
+        audit: Audit | None = None,
+        guard: OrderGuard | None = None,
     ) -> None:
         self.settings = settings
         self.cursors = cursors
@@ -71,6 +78,17 @@ class LaneService:
         self.book = book
         self.flags = flags
         self.clock = clock
+        self.states = states if states is not None else TradingStateBook()
+        self.guard = guard or OrderGuard(self.states, PretradeLimits.from_settings(settings))
+        self.actions: ControlActions | None = None
+        if audit is not None:
+            self.actions = ControlActions(
+                book,
+                self.states,
+                audit,
+                suspend_mirror=settings.kill_switch_broker_suspend,
+                cancel_on_engage=settings.kill_switch_cancel_open_orders,
+            )
         self.env = LaneEnv(
             ledger=ledger,
             index=index,
@@ -83,15 +101,18 @@ class LaneService:
             clock=clock,
             ta_blocks_orders=ta_blocks_orders,
             lane_refusals=lane_refusals,
+            order_refusals=self.guard.refusals,
+            order_sent=self.guard.sent,
         )
         self.known_accounts = frozenset(registry.labels)  # enabled or not
         self.lanes: dict[str, Lane] = {}
+        self._brokers: dict[str, ActionBroker] = {}
         for account in registry.enabled():
             status = board.lane(account.label)
             status.configure(mode=account.mode.value, enabled=True)
-            self.lanes[account.label] = Lane(
-                account, brokers.for_account(account), self.env, status
-            )
+            broker = brokers.for_account(account)
+            self._brokers[account.label] = broker
+            self.lanes[account.label] = Lane(account, broker, self.env, status)
         self._engaged: dict[str, bool] = {}
         self._dirty_cursors: set[str] = set()
         self._tasks: set[asyncio.Task[object]] = set()
@@ -165,10 +186,24 @@ class LaneService:
         if lane.auth.active(self.clock()):
             return None  # bad credentials: probe again only after the lane's backoff
         try:
-            return await lane.refresh_snapshot()
+            snapshot = await lane.refresh_snapshot()
         except BrokerError as exc:
             log.warning("account snapshot failed", extra={"account": lane.label, "error": str(exc)})
             return None
+        if self.guard.limits.max_open_orders > 0:
+            await self._count_open_orders(lane)
+        return snapshot
+
+    async def _count_open_orders(self, lane: Lane) -> None:
+        """The broker's open orders of the account (`TRADING_MAX_OPEN_ORDERS` counts from it)."""
+        counted_at = self.clock()
+        broker = self._brokers[lane.label]
+        try:
+            orders = await broker.list_orders("open")
+        except BrokerError as exc:
+            log.warning("open orders not counted", extra={"account": lane.label, "error": str(exc)})
+            return
+        self.guard.set_open_orders(lane.label, len(orders), counted_at)
 
     async def mirror_cursors(self) -> None:
         """Copy changed lane cursors to Postgres `trade_cursor`."""
@@ -205,9 +240,15 @@ class LaneService:
             )
             reason = self.kill_reason(label, flags)
             lane.status.set_kill_switch(reason is not None, reason)
+            lane.status.set_trading_state(self.states.effective(label).as_dict())
             engaged, was = reason is not None, self._engaged.get(label, False)
             self._engaged[label] = engaged
-            if engaged and not was and label in owned:
+            if label not in owned:
+                continue
+            if self.actions is not None:  # control commands: audited and acted on once
+                self.actions.watch(label, self._brokers[label], lane.status)
+            by_control = self.actions is not None and self.book.engaged_for(label) is not None
+            if engaged and not was and not by_control:
                 self._maybe_cancel(lane, reason or "")
 
     def _maybe_cancel(self, lane: Lane, reason: str) -> None:
@@ -227,4 +268,6 @@ class LaneService:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.actions is not None:
+            await self.actions.close()
         await self.sink.close()

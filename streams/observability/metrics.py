@@ -67,6 +67,11 @@ LANE_HEALTHY = Gauge(
 KILL_SWITCH_ENGAGED = Gauge(
     "torghut_kill_switch_engaged", "1 when the lane's kill switch is engaged.", ["account"]
 )
+TRADING_STATE = Gauge(
+    "torghut_trading_state",
+    "1 for the lane's effective trading state (active, reducing, halted), 0 for the others.",
+    ["account", "state"],
+)
 CONSUMER_LAG_RECORDS = Gauge(
     "torghut_consumer_lag_records",
     "Records between the group's committed offset and the log end (partitions this worker owns).",
@@ -149,6 +154,7 @@ consumer_committed_offset = LabelledGauge(CONSUMER_COMMITTED_OFFSET)
 lane_up = LabelledGauge(LANE_UP)
 lane_healthy = LabelledGauge(LANE_HEALTHY)
 kill_switch_engaged = LabelledGauge(KILL_SWITCH_ENGAGED)
+trading_state = LabelledGauge(TRADING_STATE)
 
 
 def exposition() -> tuple[bytes, str]:

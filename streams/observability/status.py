@@ -87,6 +87,9 @@ class LaneStatus:
     flags_available: bool = True
     kill_switch_engaged: bool = False
     kill_switch_reason: str | None = None
+    # The effective trading state (issue #17): active / reducing / halted, and who set it why.
+    trading_state: dict[str, Any] = field(default_factory=lambda: {"state": "active"})
+    control_action: dict[str, Any] | None = None  # the last kill-switch action / audit done here
     last_decision: _Event | None = None
     last_submission: _Event | None = None
     last_rejection: _Event | None = None
@@ -199,6 +202,17 @@ class LaneStatus:
             self.kill_switch_engaged = engaged
             self.kill_switch_reason = scrub_text(reason) if reason else None
 
+    def set_trading_state(self, view: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.trading_state = {
+                k: scrub_text(v) if isinstance(v, str) and k == "reason" else v
+                for k, v in view.items()
+            }
+
+    def set_control_action(self, view: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.control_action = dict(view)
+
     def set_cursor(self, cursor: Mapping[str, object]) -> None:
         with self._lock:
             self.cursor = dict(cursor)
@@ -263,6 +277,8 @@ class LaneStatus:
                     "engaged": self.kill_switch_engaged,
                     "reason": self.kill_switch_reason,
                 },
+                "trading_state": dict(self.trading_state),
+                "control_action": dict(self.control_action) if self.control_action else None,
                 "last_decision": self.last_decision.as_dict() if self.last_decision else None,
                 "last_submission": self.last_submission.as_dict() if self.last_submission else None,
                 "last_rejection": self.last_rejection.as_dict() if self.last_rejection else None,

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import faust
 from aiokafka import TopicPartition
 
+from schemas.control import TradingState
 from streams.compat import actor_alive, agent_actors, table_recovery
 from streams.kafka_security import aiokafka_kwargs
 from streams.observability import metrics
@@ -35,6 +36,7 @@ from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+TRADING_STATES = tuple(s.value for s in TradingState)
 LEADER_TOPIC_MARK = "__assignor-__leader"
 
 
@@ -281,6 +283,11 @@ class WorkerObservability:
         metrics.lane_healthy.replace(((a,), 1.0 if s["healthy"] else 0.0) for a, s in snapshot)
         metrics.kill_switch_engaged.replace(
             ((a,), 1.0 if s["kill_switch"]["engaged"] else 0.0) for a, s in snapshot
+        )
+        metrics.trading_state.replace(
+            ((a, state), 1.0 if s["trading_state"].get("state") == state else 0.0)
+            for a, s in snapshot
+            for state in TRADING_STATES
         )
 
     def worker_info(self) -> dict[str, Any]:

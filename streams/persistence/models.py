@@ -337,3 +337,37 @@ class ExecutionTcaMetric(Base):
 
 
 metadata = Base.metadata
+
+
+class ControlAction(Base):
+    """The audit of every control command (kill switch, trading state) per account, and the
+    idempotency key of its action: a cancel or flatten is executed once per
+    (account, command_id), by the worker that owns the lane, and never again after a restart
+    replays the control topic."""
+
+    __tablename__ = "control_actions"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    alpaca_account_label: Mapped[str] = mapped_column(LABEL, nullable=False)
+    command_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    scope: Mapped[str] = mapped_column(LABEL, nullable=False)
+    operator: Mapped[str] = mapped_column(String(128), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    issued_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+    result: Mapped[Any | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
+
+    __table_args__ = (
+        Index(
+            "uq_control_actions_alpaca_account_label_command_id",
+            "alpaca_account_label",
+            "command_id",
+            unique=True,
+        ),
+    )

@@ -447,6 +447,28 @@ SELECT broker_account_number FROM account_pins WHERE account_label = $1::text
 LIMIT 1"""
 
 
+# Claim the action of a control command for one account: a new row, or a row whose earlier
+# attempt failed or was left unfinished (a crash) for longer than $10 seconds. Nothing when it is
+# done (or in progress elsewhere): the action runs once per (account, command_id).
+_CLAIM_CONTROL_ACTION_SQL = """
+INSERT INTO control_actions AS c (
+    alpaca_account_label, command_id, kind, action, scope, operator, reason, issued_at, status
+) VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text,
+          $8::timestamptz, $9::text)
+ON CONFLICT (alpaca_account_label, command_id) DO UPDATE
+    SET status = EXCLUDED.status, attempts = c.attempts + 1, error = NULL, updated_at = now()
+    WHERE c.alpaca_account_label = $1::text AND (
+        c.status = 'failed'
+        OR (c.status = 'started' AND c.updated_at < now() - make_interval(secs => $10::float8))
+    )
+RETURNING c.attempts"""
+
+_FINISH_CONTROL_ACTION_SQL = """
+UPDATE control_actions
+SET status = $3::text, result = $4::text::jsonb, error = $5::text, updated_at = now()
+WHERE alpaca_account_label = $1::text AND command_id = $2::text"""
+
+
 class Repository:
     """Account-scoped persistence over an asyncpg pool. One instance per worker process."""
 
@@ -469,6 +491,63 @@ class Repository:
         """The broker account number pinned to the label: `account_number` if none was."""
         pinned = await self._pool.fetchval(_PIN_ACCOUNT_SQL, account_label, account_number)
         return str(pinned)
+
+    async def claim_control_action(
+        self,
+        account_label: str,
+        command_id: str,
+        *,
+        kind: str,
+        action: str,
+        scope: str,
+        operator: str,
+        reason: str,
+        issued_at: datetime,
+        status: str,
+        stale_after_seconds: float,
+    ) -> int | None:
+        """The attempt number when this call claimed the (account, command) action, else None
+        (done already, or being done)."""
+        attempts = await self._pool.fetchval(
+            _CLAIM_CONTROL_ACTION_SQL,
+            account_label,
+            command_id,
+            kind,
+            action,
+            scope,
+            operator,
+            reason,
+            issued_at,
+            status,
+            stale_after_seconds,
+        )
+        return None if attempts is None else int(attempts)
+
+    async def finish_control_action(
+        self,
+        account_label: str,
+        command_id: str,
+        status: str,
+        result: Mapping[str, Any] | None,
+        error: str | None,
+    ) -> None:
+        await self._pool.execute(
+            _FINISH_CONTROL_ACTION_SQL,
+            account_label,
+            command_id,
+            status,
+            None if result is None else json.dumps(result, default=str),
+            error,
+        )
+
+    async def control_actions(self, account_label: str) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            "SELECT command_id, kind, action, scope, operator, reason, issued_at, status, "
+            "attempts, result, error, updated_at FROM control_actions "
+            "WHERE alpaca_account_label = $1::text ORDER BY id",
+            account_label,
+        )
+        return [dict(r) for r in rows]
 
     async def close(self) -> None:
         """Close the pool (waits for connections in use to be released)."""

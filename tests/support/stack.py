@@ -47,10 +47,25 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+# The per-account pre-trade controls (issue #17) limit what one account may send per second,
+# per minute and per day, refuse repeated intents and price decisions against the TA stream:
+# the tests and benchmarks of other parts send bursts and decisions without signals on purpose,
+# so they run with those limits off; tests of the controls set them.
+PRETRADE_OFF = {
+    "TRADING_ORDER_RATE_PER_SECOND": "0",
+    "TRADING_ORDER_RATE_PER_MINUTE": "0",
+    "TRADING_DUPLICATE_INTENT_SECONDS": "0",
+    "TRADING_DAILY_NOTIONAL_CAP": "0",
+    "TRADING_MAX_OPEN_ORDERS": "0",
+    "TRADING_PRICE_COLLAR_BPS": "0",
+}
+
+
 def app_env(tag: str, **extra: str) -> dict[str, str]:
     """Environment of an isolated app instance: its own app id (consumer group) and topics."""
     uid = unique(tag)
     return {
+        **PRETRADE_OFF,
         "TORGHUT_APP_ID": uid,
         "TORGHUT_SIGNALS_TOPIC": f"{uid}.ta.signals.v1",
         "TORGHUT_DECISIONS_TOPIC": f"{uid}.trade-decisions.v1",

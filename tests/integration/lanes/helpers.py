@@ -38,12 +38,12 @@ _seq = count(1)
 ACK_LINE = re.compile(r"order acknowledged by the broker in ([0-9.]+) ms")
 
 
-def simulator(labels: Sequence[str] = ("alpha", "beta")) -> RunningSimulator:
+def simulator(labels: Sequence[str] = ("alpha", "beta"), **overrides: Any) -> RunningSimulator:
     accounts = [
         {"label": label, "key": KEYS[label][0], "secret": KEYS[label][1], "cash": "100000"}
         for label in labels
     ]
-    sim = RunningSimulator({"accounts": accounts})
+    sim = RunningSimulator({"accounts": accounts}, **overrides)
     sim.admin.set_prices(PRICES)
     return sim
 

@@ -30,7 +30,7 @@ def faust_db(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_db_upgrade_then_check_names_a_dropped_column(pg_dsn: str) -> None:
     upgraded = faust_db(pg_dsn, "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr[-2000:]
-    assert "database at 0003" in upgraded.stdout
+    assert "database at 0006" in upgraded.stdout
 
     conn = await asyncpg.connect(pg_dsn)
     try:
@@ -51,4 +51,4 @@ async def test_db_check_at_a_phase_revision(pg_dsn: str) -> None:
     assert "ok: database at 0004" in at_phase.stdout
     at_head = faust_db(pg_dsn, "check")
     assert at_head.returncode == 1
-    assert "database is at 0004 but the head is 0003" in at_head.stdout
+    assert "database is at 0004 but the head is 0006" in at_head.stdout

@@ -283,7 +283,7 @@ def rig(
     ledger, sink, index = MemoryLedger(journal), MemorySink(journal), MemoryIndex()
     broker = FakeBroker(journal)
     controls: dict[str, Any] = {"flags": flags(), "kill": None, "disabled": set()}
-    settings = settings or Settings()  # type: ignore[call-arg]
+    settings = settings or Settings(TRADING_PRICE_COLLAR_BPS=0)  # type: ignore[call-arg]
 
     def kill_command(lane_label: str) -> ControlCommand | None:
         command: ControlCommand | None = controls["kill"]

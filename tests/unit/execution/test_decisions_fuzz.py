@@ -64,7 +64,7 @@ class RecordingTopic:
 
 class Rig:
     def __init__(self, tmp_path: Path) -> None:
-        settings_ = Settings(TORGHUT_DATA_DIR=str(tmp_path))  # type: ignore[call-arg]
+        settings_ = Settings(TORGHUT_DATA_DIR=str(tmp_path), TRADING_PRICE_COLLAR_BPS=0)  # type: ignore[call-arg]
         journal, self.clock = Journal(), Clock()
         self.ledger = MemoryLedger(journal)
         self.sink = MemorySink(journal)

@@ -46,6 +46,7 @@ class MemoryCursors:
 
 
 def service(tmp_path: Path, **env: str) -> tuple[LaneService, KillSwitchBook, MemoryLedger, Clock]:
+    env = {"TRADING_PRICE_COLLAR_BPS": "0", **env}  # no TA prices here
     settings = Settings(TORGHUT_DATA_DIR=str(tmp_path), **env)  # type: ignore[arg-type]
     book, ledger, clock = KillSwitchBook(), MemoryLedger(Journal()), Clock()
     registry = AccountRegistry(accounts=(account("alpha"), account("beta")), source="test")
