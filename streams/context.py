@@ -42,7 +42,9 @@ from streams.ownership import bootstrap_servers, owned_accounts, owned_partition
 from streams.persistence.dsn import database_dsn
 from streams.persistence.shared import RepositoryProvider
 from streams.reconciliation.feed import build_order_feed
+from streams.reconciliation.positions import TradingStateSetter, UnconnectedTradingState
 from streams.reconciliation.service import ReconciliationService
+from streams.reconciliation.startup import LaneGates, StartupReconciliation
 from streams.settings import Settings
 from streams.signal_decoder import SignalDecoder
 from streams.signal_pipeline import SignalPipeline, log_pipeline
@@ -136,6 +138,11 @@ class WorkerContext:
             repository=self.repositories.get,
             enabled_accounts=enabled,
         )
+        # Lanes trade only once reconciled with the broker after a start or rebalance (#17).
+        self.lane_gates = LaneGates(self.board, enabled=settings.startup_reconcile_enabled)
+        # Sets an account `reducing` on a position drift (TORGHUT_POSITION_DRIFT_SET_REDUCING).
+        # Until the trading-state control of issue #17 item 1 exists, this only logs.
+        self.trading_state: TradingStateSetter = UnconnectedTradingState()
         self.ledger = FaustLedger(tables.ledger, tables.ledger_slots)
         self.order_index = FaustOrderIndex(tables.order_index)
         self.signal_pipeline = self._signal_pipeline()
@@ -149,6 +156,7 @@ class WorkerContext:
             dead_letters=self.dead_letters,
             retries=topics.lane_retries,
             owned_accounts=lambda: set(self.owned_accounts()),
+            reconcile_lanes=self._reconcile_lanes,
         )
         self.order_feed = build_order_feed(
             settings,
@@ -169,6 +177,15 @@ class WorkerContext:
             owned_accounts=self.owned_accounts,
             verified=self.lanes.verified,
             refresh_snapshot=self._refresh_snapshot,
+            gates=self.lane_gates,
+            trading_state=self.trading_state,
+        )
+        self.startup = StartupReconciliation(
+            self.lane_gates,
+            self.reconciliation.reconcile_at_start,
+            timeout=settings.startup_reconcile_timeout_seconds,
+            on_ready=self.lanes.release,
+            backoff_cap=settings.startup_reconcile_retry_max_seconds,
         )
         self.observability = WorkerObservability(
             app,
@@ -177,6 +194,7 @@ class WorkerContext:
             lanes=[LaneConfig(a.label, str(a.mode), a.enabled) for a in self.registry.accounts],
             account_topics=topics.account_keyed(),
             control=self.control_feed,
+            reconciliation=lambda: self.lane_gates.readiness(self.owned_accounts()),
         )
         self.observability.configure_lanes()
 
@@ -210,7 +228,12 @@ class WorkerContext:
             disabled_strategies=self._disabled_strategies,
             ta_blocks_orders=self.freshness.blocks_orders,
             lane_refusals=self._lane_refusals,
+            lane_waits=self.lane_gates.waits,
         )
+
+    def _reconcile_lanes(self, owned: set[str], resumed: bool) -> None:
+        """Start-up reconciliation of the owned lanes (every lanes upkeep tick)."""
+        self.startup.upkeep(owned, [a.label for a in self.registry.enabled()], resumed)
 
     def _lane_refusals(self, label: str) -> list[str]:
         """Refusals of every lane at the last moment: a stalled control feed (and, once it
@@ -236,6 +259,8 @@ class WorkerContext:
     async def close(self) -> None:
         """Release what the worker holds, each part even if another fails."""
         closers: list[Callable[[], object]] = [
+            self.startup.close,
+            self.reconciliation.close,
             self.lanes_runner.close,
             self.repositories.close,
             self.observability.close,
