@@ -580,7 +580,10 @@ class Lane:
         why = self.env.lane_waits(self.label)
         if why is None:
             return None
-        return await self._park(entry, why, self.env.clock() + WAIT_RETRY)
+        now = self.env.clock()
+        if is_stale(self.env.policy, entry.decision, now, live=self.account.is_live):
+            return await self._reject(entry, [STALE])  # waited too long: never sent
+        return await self._park(entry, why, now + WAIT_RETRY)
 
     async def _store(self, entry: LedgerEntry) -> bool:
         """A durable ledger write, waited for at most `durable_timeout`: False when not
