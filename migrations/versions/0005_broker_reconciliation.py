@@ -11,8 +11,11 @@
 - `order_fill_refusals`: over-fills refused by the monotonic apply (cumulative fill above the
   order quantity), one row per (account, order, cumulative fill).
 
+Needed wherever this code runs, also in rollout phases 1-3 (which stop before the Phase 4
+cleanup): the chain is 0001 → 0002 → 0004 → 0005 → 0003 (head). Phases 1-3 run at 0005.
+
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from migrations.helpers import (
 )
 
 revision: str = "0005"
-down_revision: str | Sequence[str] | None = "0003"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -25,6 +25,8 @@ TABLES = {
     "execution_tca_metrics",
     "unattributed_order_events",
     "account_pins",
+    "broker_fill_cursors",
+    "order_fill_refusals",
 }
 H1, H2, H3, H4 = (c * 64 for c in "1234")
 
