@@ -578,8 +578,8 @@ class Lane:
         waiting ends (the owner makes the lane's parked decisions due) or after `WAIT_RETRY`.
         A decision that waits past the age limit is then rejected as stale, as any other."""
         why = self.env.lane_waits(self.label)
-        if why is None:
-            return None
+        if why is None or self.mismatch is not None:
+            return None  # a lane stopped for its keys refuses (account_mismatch), never waits
         now = self.env.clock()
         if is_stale(self.env.policy, entry.decision, now, live=self.account.is_live):
             return await self._reject(entry, [STALE])  # waited too long: never sent

@@ -294,3 +294,12 @@ def test_only_ready_opens_the_gate(state: GateState) -> None:
     gates = LaneGates(StatusBoard())
     gates._gate("a").state = state
     assert (gates.waits("a") is None) is (state is GateState.ready)
+
+
+async def test_a_lane_stopped_for_its_keys_rejects_instead_of_waiting(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    r.lane.env.lane_waits = lambda label: "reconciling: test"
+    r.lane.mismatch = "keys reach another account"
+    entry = await r.lane.handle(make_decision())
+    assert entry.state is LedgerState.rejected and "account_mismatch" in entry.reasons
+    assert r.broker.calls == []
