@@ -262,7 +262,8 @@ def _apply_sql(target: str) -> str:
 WITH target AS ({target}),
 upd AS (
     UPDATE executions e SET
-        status = CASE WHEN {_EXEC_RANK} < $4::int THEN $5::text ELSE e.status END,
+        status = CASE WHEN {_EXEC_RANK} < {TERMINAL} AND {_EXEC_RANK} < $4::int THEN $5::text
+                      ELSE e.status END,
         filled_qty = GREATEST(e.filled_qty, COALESCE($6::numeric, e.filled_qty)),
         avg_fill_price = CASE WHEN COALESCE($6::numeric, e.filled_qty) > e.filled_qty
                               THEN COALESCE($7::numeric, e.avg_fill_price)
@@ -273,8 +274,11 @@ upd AS (
         updated_at = now()
     FROM target t
     WHERE e.id = t.id AND e.alpaca_account_label = $1::text
-      AND {_EXEC_RANK} < {TERMINAL}
-      AND ({_EXEC_RANK} < $4::int OR COALESCE($6::numeric, 0) > e.filled_qty)
+      AND (({_EXEC_RANK} < {TERMINAL}
+            AND ({_EXEC_RANK} < $4::int OR COALESCE($6::numeric, 0) > e.filled_qty))
+           -- the average price of a fill first seen without one (a replayed fill activity)
+           OR (e.avg_fill_price IS NULL AND $7::numeric IS NOT NULL AND e.filled_qty > 0
+               AND COALESCE($6::numeric, 0) = e.filled_qty))
       AND NOT {_OVERFILL}
     RETURNING e.id, e.status, e.filled_qty, e.trade_decision_id
 ),
