@@ -37,7 +37,7 @@ from streams.domain.trading_state import TradingStateBook
 from streams.execution.control_feed import STALE as CONTROL_FEED_STALE
 from streams.execution.control_feed import ControlFeed
 from streams.execution.orchestration import LanesRunner
-from streams.execution.order_guard import OrderGuard
+from streams.execution.order_guard import ControlTopicTradingState, OrderGuard
 from streams.execution.persist import ControlAudit, LaneSink
 from streams.execution.price_feed import PriceFeed
 from streams.execution.service import LaneService
@@ -49,7 +49,9 @@ from streams.ownership import bootstrap_servers, owned_accounts, owned_partition
 from streams.persistence.dsn import database_dsn
 from streams.persistence.shared import RepositoryProvider
 from streams.reconciliation.feed import build_order_feed
+from streams.reconciliation.positions import TradingStateSetter
 from streams.reconciliation.service import ReconciliationService
+from streams.reconciliation.startup import LaneGates, StartupReconciliation
 from streams.settings import Settings
 from streams.signal_decoder import SignalDecoder
 from streams.signal_pipeline import SignalPipeline, log_pipeline
@@ -152,6 +154,13 @@ class WorkerContext:
             repository=self.repositories.get,
             enabled_accounts=enabled,
         )
+        # Lanes trade only once reconciled with the broker after a start or rebalance (#17).
+        self.lane_gates = LaneGates(self.board, enabled=settings.startup_reconcile_enabled)
+        # Sets an account `reducing` on a position drift (TORGHUT_POSITION_DRIFT_SET_REDUCING).
+        # Until the trading-state control of issue #17 item 1 exists, this only logs.
+        self.trading_state: TradingStateSetter = ControlTopicTradingState(
+            self.trading_states, self._publish_latch
+        )
         self.ledger = FaustLedger(tables.ledger, tables.ledger_slots)
         self.order_index = FaustOrderIndex(tables.order_index)
         self.signal_pipeline = self._signal_pipeline()
@@ -176,6 +185,7 @@ class WorkerContext:
             dead_letters=self.dead_letters,
             retries=topics.lane_retries,
             owned_accounts=lambda: set(self.owned_accounts()),
+            reconcile_lanes=self._reconcile_lanes,
         )
         self.order_feed = build_order_feed(
             settings,
@@ -196,6 +206,15 @@ class WorkerContext:
             owned_accounts=self.owned_accounts,
             verified=self.lanes.verified,
             refresh_snapshot=self._refresh_snapshot,
+            gates=self.lane_gates,
+            trading_state=self.trading_state,
+        )
+        self.startup = StartupReconciliation(
+            self.lane_gates,
+            self.reconciliation.reconcile_at_start,
+            timeout=settings.startup_reconcile_timeout_seconds,
+            on_ready=self.lanes.release,
+            backoff_cap=settings.startup_reconcile_retry_max_seconds,
         )
         self.observability = WorkerObservability(
             app,
@@ -204,6 +223,7 @@ class WorkerContext:
             lanes=[LaneConfig(a.label, str(a.mode), a.enabled) for a in self.registry.accounts],
             account_topics=topics.account_keyed(),
             control=self.control_feed,
+            reconciliation=lambda: self.lane_gates.readiness(self.owned_accounts()),
         )
         self.observability.configure_lanes()
 
@@ -240,6 +260,7 @@ class WorkerContext:
             states=self.trading_states,
             audit=ControlAudit(self.repositories),
             guard=self.order_guard,
+            lane_waits=self.lane_gates.waits,
         )
 
     async def run_price_feed(self) -> None:
@@ -262,6 +283,10 @@ class WorkerContext:
         except Exception:  # the halt holds here; logged for the operator
             log.exception("throttle latch not published on the control topic")
             return None
+
+    def _reconcile_lanes(self, owned: set[str], resumed: bool) -> None:
+        """Start-up reconciliation of the owned lanes (every lanes upkeep tick)."""
+        self.startup.upkeep(owned, [a.label for a in self.registry.enabled()], resumed)
 
     def _lane_refusals(self, label: str) -> list[str]:
         """Refusals of every lane at the last moment: a stalled control feed (and, once it
@@ -287,6 +312,8 @@ class WorkerContext:
     async def close(self) -> None:
         """Release what the worker holds, each part even if another fails."""
         closers: list[Callable[[], object]] = [
+            self.startup.close,
+            self.reconciliation.close,
             self.lanes_runner.close,
             self.repositories.close,
             self.observability.close,

@@ -437,6 +437,53 @@ class Settings(BaseSettings):
         30.0,
         "A decision planned/submitting for longer is looked up at the broker by client order id.",
     )
+    startup_reconcile_enabled: bool = env(
+        "TORGHUT_STARTUP_RECONCILE_ENABLED",
+        True,
+        "Reconcile each account with the broker (open orders, positions, fills since its "
+        "cursor) before its lane trades, after a start or rebalance; decisions meanwhile wait.",
+    )
+    startup_reconcile_timeout_seconds: float = env(
+        "TORGHUT_STARTUP_RECONCILE_TIMEOUT_SECONDS",
+        30.0,
+        "Time budget of one attempt of an account's start-up reconciliation.",
+        gt=0,
+    )
+    startup_reconcile_retry_max_seconds: float = env(
+        "TORGHUT_STARTUP_RECONCILE_RETRY_MAX_SECONDS",
+        60.0,
+        "Longest backoff between failed start-up reconciliation attempts (1 s, 2 s, ... up to).",
+        gt=0,
+    )
+    fill_replay_quiet_seconds: float = env(
+        "TORGHUT_FILL_REPLAY_QUIET_SECONDS",
+        60.0,
+        "Replay the account's broker fills when an open order has had no event for this long "
+        "(checked by the reconciler timer); 0 disables this trigger.",
+        ge=0,
+    )
+    fill_replay_max_pages: int = env(
+        "TORGHUT_FILL_REPLAY_MAX_PAGES",
+        20,
+        "Pages of 100 fill activities one replay applies at most (the next one continues).",
+        gt=0,
+    )
+    position_drift_enabled: bool = env(
+        "TORGHUT_POSITION_DRIFT_ENABLED",
+        True,
+        "Compare broker positions with those implied by this system's fills (reconciler timer).",
+    )
+    position_drift_grace_seconds: float = env(
+        "TORGHUT_POSITION_DRIFT_GRACE_SECONDS",
+        60.0,
+        "A drift must last this long before it is reported (fills in flight are not drift).",
+        ge=0,
+    )
+    position_drift_set_reducing: bool = env(
+        "TORGHUT_POSITION_DRIFT_SET_REDUCING",
+        False,
+        "On a reported drift, set the account's trading state to reducing.",
+    )
 
     # ---- order feed and trade-updates forwarder
     order_feed_batch_size: int = env(

@@ -9,7 +9,7 @@
   insert executions: roll back only to a multi-account-aware image.)
 
 Revision ID: 0003
-Revises: 0004
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from migrations.helpers import (
 )
 
 revision: str = "0003"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

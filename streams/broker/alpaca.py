@@ -263,6 +263,19 @@ class AlpacaBroker:
         )
         return dict(answer or {})
 
+    async def fill_activities(
+        self, page_token: str | None = None, page_size: int = 100, direction: str = "asc"
+    ) -> list[dict[str, Any]]:
+        """`GET /v2/account/activities/FILL`: one page of fills after `page_token` (alpaca-py's
+        TradingClient has no call for it: its public `get` on the same session)."""
+        params: dict[str, Any] = {"direction": direction, "page_size": page_size}
+        if page_token is not None:
+            params["page_token"] = page_token
+        rows = await self._call(
+            "get_fill_activities", lambda: self._client.get("/account/activities/FILL", params)
+        )
+        return [dict(r) for r in rows or []]
+
     # ---- account
     async def account(self) -> dict[str, Any]:
         return dict(await self._call("get_account", self._client.get_account))

@@ -60,6 +60,7 @@ PERSIST_FAILED = "persist_failed"  # persist_failed:<sqlstate>: Postgres refused
 DURABLE_TIMEOUT_SECONDS = 10.0  # longest wait for a ledger write to be acknowledged by Kafka
 MAX_STEPS = 8  # a pass makes at most plan, persist, submit, persist: bounded by construction
 SNAPSHOT_MAX_AGE = timedelta(minutes=15)  # older than this, refresh before sizing
+WAIT_RETRY = timedelta(seconds=5)  # a decision parked by `lane_waits` is tried again after this
 # Definitive answers about one order: the decision is rejected with the broker's code.
 REFUSALS = frozenset(
     {ErrorClass.insufficient, ErrorClass.rejected, ErrorClass.forbidden, ErrorClass.not_found}
@@ -163,6 +164,9 @@ class LaneEnv:
     order_sent: Callable[[str, LedgerEntry, datetime], None] = lambda label, entry, now: None
     # A durable ledger write not acknowledged within this long parks a `submitting` entry.
     durable_timeout: float = DURABLE_TIMEOUT_SECONDS
+    # Why the lane must wait before it plans or sends (e.g. its start-up reconciliation is not
+    # finished, issue #17): the decision is parked, not rejected. None: go on.
+    lane_waits: Callable[[str], str | None] = lambda label: None
 
 
 @dataclass
@@ -329,6 +333,9 @@ class Lane:
         )
         if gate:
             return await self._reject(entry, gate)
+        waiting = await self._wait_if_told(entry)
+        if waiting is not None:
+            return waiting
         if self.circuit.active(now):
             return await self._park(entry, "lane backing off after broker errors")
         instead = await self._check_account(entry)
@@ -434,6 +441,9 @@ class Lane:
             return await self._reject(entry, refusals)
         if self.auth.active(now):
             return await self._reject(entry, [UNAUTHORIZED])
+        waiting = await self._wait_if_told(entry)
+        if waiting is not None:
+            return waiting
         if self.circuit.active(now):
             return await self._park(entry, "lane backing off after broker errors")
         instead = await self._check_account(entry)
@@ -459,6 +469,9 @@ class Lane:
         refusals = self._refusals(entry, self.env.clock())
         if refusals:  # no order exists, and none may be sent any more
             return await self._reject(entry, refusals)
+        waiting = await self._wait_if_told(entry)
+        if waiting is not None:
+            return waiting  # still `submitting`: looked up again before any POST
         return await self._send(entry.submitting(self.env.clock()), started)
 
     async def _send(self, submitting: LedgerEntry, started: float) -> LedgerEntry:
@@ -568,6 +581,18 @@ class Lane:
         parked = entry.parked(retry_at or self._retry_time(now), why, now)
         await self.env.ledger.put(parked, durable=False)
         return parked
+
+    async def _wait_if_told(self, entry: LedgerEntry) -> LedgerEntry | None:
+        """Parked (not rejected) while `LaneEnv.lane_waits` gives a reason; re-driven when its
+        waiting ends (the owner makes the lane's parked decisions due) or after `WAIT_RETRY`.
+        A decision that waits past the age limit is then rejected as stale, as any other."""
+        why = self.env.lane_waits(self.label)
+        if why is None or self.mismatch is not None:
+            return None  # a lane stopped for its keys refuses (account_mismatch), never waits
+        now = self.env.clock()
+        if is_stale(self.env.policy, entry.decision, now, live=self.account.is_live):
+            return await self._reject(entry, [STALE])  # waited too long: never sent
+        return await self._park(entry, why, now + WAIT_RETRY)
 
     async def _store(self, entry: LedgerEntry) -> bool:
         """A durable ledger write, waited for at most `durable_timeout`: False when not

@@ -87,6 +87,7 @@ class LanesRunner:
         dead_letters: DeadLetters,
         retries: faust.TopicT,
         owned_accounts: Callable[[], set[str]],
+        reconcile_lanes: Callable[[set[str], bool], None] = lambda owned, resumed: None,
     ) -> None:
         self.service = service
         self._ledger = ledger
@@ -95,6 +96,8 @@ class LanesRunner:
         self._dead_letters = dead_letters
         self._retries = retries
         self._owned = owned_accounts
+        # Start-up reconciliation of the lanes owned now (all again after a resume).
+        self._reconcile_lanes = reconcile_lanes
         self._ticks = 0
         self._resume_pending = False
 
@@ -170,9 +173,11 @@ class LanesRunner:
     async def upkeep(self) -> None:
         """Re-drive parked decisions, resume after a rebalance, show controls, mirror cursors."""
         service = self.service
-        if self._resume_pending:
+        resumed = self._resume_pending
+        if resumed:
             self._resume_pending = False
             service.resume(self._ledger.scan())
+        self._reconcile_lanes(self._owned(), resumed)
         for decision in service.due_retries():
             await self._retries.send(
                 key=decision.account_label.encode(), value=encode_decision(decision)

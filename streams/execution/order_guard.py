@@ -23,7 +23,7 @@ from streams.domain.trading_state import TradingStateBook
 
 log = logging.getLogger(__name__)
 
-THROTTLE_OPERATOR = "torghut-streams"
+THROTTLE_OPERATOR = "torghut-streams"  # the operator named by commands this system issues
 
 
 class OrderGuard:
@@ -111,3 +111,25 @@ class OrderGuard:
             extra={"account": label, "hits": hits, "command_id": command.command_id},
         )
         self._latch(command)
+
+
+class ControlTopicTradingState:
+    """Sets an account `reducing` the way an operator would (position drift, issue #17): a
+    trading-state command applied here at once and published on the control topic, so every
+    worker applies it and it survives restarts. A state already at least as restrictive is
+    left alone."""
+
+    def __init__(self, states: TradingStateBook, publish: Callable[[ControlCommand], None]) -> None:
+        self._states = states
+        self._publish = publish
+
+    async def set_reducing(self, account: str, reason: str) -> None:
+        if self._states.effective(account).state is not TradingState.active:
+            return
+        command = trading_state_command(TradingState.reducing, account, THROTTLE_OPERATOR, reason)
+        self._states.apply(command)
+        log.error(
+            "account set to reducing",
+            extra={"account": account, "reason": reason, "command_id": command.command_id},
+        )
+        self._publish(command)

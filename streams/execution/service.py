@@ -67,6 +67,7 @@ class LaneService:
         disabled_strategies: frozenset[str] = frozenset(),
         ta_blocks_orders: Callable[[str, datetime], bool] = lambda symbol, now: False,
         lane_refusals: Callable[[str], list[str]] = lambda label: [],
+        lane_waits: Callable[[str], str | None] = lambda label: None,
         clock: Callable[[], datetime] = utc_now,
         states: TradingStateBook | None = None,
         audit: Audit | None = None,
@@ -103,6 +104,7 @@ class LaneService:
             lane_refusals=lane_refusals,
             order_refusals=self.guard.refusals,
             order_sent=self.guard.sent,
+            lane_waits=lane_waits,
         )
         self.known_accounts = frozenset(registry.labels)  # enabled or not
         self.lanes: dict[str, Lane] = {}
@@ -174,6 +176,17 @@ class LaneService:
         if resumed:
             log.info("re-driving %d unfinished ledger entries", resumed)
         return resumed
+
+    def release(self, account_label: str) -> int:
+        """The lane may trade now (its start-up reconciliation is done): every decision it
+        parked becomes due at once (re-driven through the retry topic by the next upkeep)."""
+        lane = self.lanes.get(account_label)
+        if lane is None:
+            return 0
+        now = self.clock()
+        for decision_hash in lane.parked:
+            lane.parked[decision_hash] = now
+        return len(lane.parked)
 
     # ---- timers
     async def refresh_snapshots(self, owned: Iterable[str]) -> dict[str, AccountSnapshot | None]:

@@ -97,6 +97,12 @@ TABLE_RECOVERY_REMAINING = Gauge(
     ["kind"],
 )
 READY = Gauge("torghut_ready", "1 when /readyz answers ready.")
+POSITION_DRIFT = Gauge(
+    "torghut_position_drift",
+    "Broker position minus the position implied by this system's fills (and the account's "
+    "baseline), per account and symbol, while a drift lasts longer than its grace period.",
+    ["account", "symbol"],
+)
 CONTROL_FEED_LAG_RECORDS = Gauge(
     "torghut_control_feed_lag_records",
     "Control topic (kill switches) records this worker's reader is behind the end.",

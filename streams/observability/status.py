@@ -104,6 +104,10 @@ class LaneStatus:
     ledger_size: int | None = None
     cursor: dict[str, Any] = field(default_factory=dict)
     lag: list[dict[str, Any]] = field(default_factory=list)
+    # Start-up reconciliation of the lane (issue #17): state pending/reconciling/retrying/ready.
+    reconciliation: dict[str, Any] = field(default_factory=dict)
+    # Symbol → broker position minus the position implied by this system's fills, while drifted.
+    position_drift: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     # ---- configuration and liveness
@@ -221,6 +225,16 @@ class LaneStatus:
         with self._lock:
             self.ledger_size = n
 
+    def set_reconciliation(self, view: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.reconciliation = dict(view)
+            if self.reconciliation.get("last_error"):
+                self.reconciliation["last_error"] = scrub_text(str(view["last_error"]))
+
+    def set_position_drift(self, drift: Mapping[str, str]) -> None:
+        with self._lock:
+            self.position_drift = dict(drift)
+
     def set_lag(self, partitions: list[dict[str, Any]]) -> None:
         """Lag of the input partitions this worker owns for the lane (set by the monitor)."""
         with self._lock:
@@ -244,6 +258,10 @@ class LaneStatus:
             problems.append("flags_unavailable")
         if self.database_unavailable:
             problems.append("database_unavailable")
+        if self.reconciliation.get("state") == "retrying":
+            problems.append("reconciliation_failed")
+        if self.position_drift:
+            problems.append("position_drift")
         error, grace = self.last_error, timedelta(seconds=self.error_grace_seconds)
         if self.errors_since is not None and error is not None:
             error_class = error_class_of(error.kind)
@@ -294,6 +312,8 @@ class LaneStatus:
                 "ledger_size": self.ledger_size,
                 "cursor": dict(self.cursor),
                 "lag": [dict(p) for p in self.lag],
+                "reconciliation": dict(self.reconciliation),
+                "position_drift": dict(self.position_drift),
             }
 
 

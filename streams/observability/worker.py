@@ -8,7 +8,7 @@ probes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -149,6 +149,7 @@ class WorkerObservability:
         lanes: Iterable[LaneConfig],
         account_topics: Iterable[str],
         control: ControlFeedView,
+        reconciliation: Callable[[], Check] | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -157,6 +158,7 @@ class WorkerObservability:
         self._lanes = list(lanes)
         self._account_topics = list(account_topics)
         self._control = control
+        self._reconciliation = reconciliation  # owned lanes still reconciling at start
         self._reader: BrokerLagReader | None = None
         self._kafka = CachedProbe(self._kafka_probe)
         self._pg = PostgresProbe(database_dsn(settings))
@@ -214,6 +216,8 @@ class WorkerObservability:
             "postgres": await self._postgres.check(),
             "control": control_check(self._control.is_caught_up()),
         }
+        if self._reconciliation is not None:
+            checks["reconciliation"] = self._reconciliation()
         result = Readiness(checks)
         self.last_readiness = result
         metrics.READY.set(1 if result.ready else 0)

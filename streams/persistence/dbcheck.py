@@ -38,9 +38,6 @@ GLOBAL_UNIQUES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("executions", ("alpaca_order_id",)),
     ("trade_cursor", ("source",)),
 )
-# Tables added after the Phase 4 cleanup (0003): a database held at an earlier phase revision
-# (`db check --revision 0004`) lacks them by design; only then is their absence a note.
-LATER_TABLES: dict[str, str] = {"control_actions": "0006"}
 ACCOUNT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("trade_decisions", "alpaca_account_label"),
     ("executions", "alpaca_account_label"),
@@ -82,10 +79,6 @@ async def check_database(
             current, live_problems, live_notes = await conn.run_sync(
                 _check_live, (target,) if target else heads, multi_account_enabled
             )
-        if target is not None and target not in LATER_TABLES.values():
-            later = [p for p in live_problems if _names_later_table(p)]
-            notes += [f"{p} (added after {target})" for p in later]
-            live_problems = [p for p in live_problems if p not in later]
         problems += live_problems
         notes += live_notes
     except (OSError, sa.exc.SQLAlchemyError) as exc:
@@ -94,14 +87,6 @@ async def check_database(
     finally:
         await engine.dispose()
     return CheckResult(tuple(problems), tuple(notes), heads, current)
-
-
-def _names_later_table(problem: str) -> bool:
-    """A missing table of `LATER_TABLES`, or a missing part of one."""
-    return any(
-        problem == f"missing table {t}" or f" on {t}(" in problem or f" {t}." in problem
-        for t in LATER_TABLES
-    )
 
 
 def _head_problems(heads: Sequence[str]) -> Iterable[str]:

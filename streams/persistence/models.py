@@ -146,6 +146,8 @@ class Execution(Base):
     status: Mapped[str] = mapped_column(String(32), nullable=False)
     raw_order: Mapped[Any | None] = mapped_column(JSONB)
     last_event_ts: Mapped[datetime | None] = mapped_column(TS)
+    # `system`: placed by a lane; `external`: a broker order adopted at start-up (0005).
+    origin: Mapped[str] = mapped_column(String(16), nullable=False, server_default=text("'system'"))
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()
 
@@ -224,6 +226,16 @@ class ExecutionOrderEvent(Base):
             "alpaca_order_id",
             postgresql_where=text("execution_id IS NULL"),
         ),
+        # One stored fill per broker execution id of an account, whatever path brought it (0005).
+        Index(
+            "uq_execution_order_events_account_fill",
+            "alpaca_account_label",
+            "execution_id_alpaca",
+            unique=True,
+            postgresql_where=text(
+                "execution_id_alpaca IS NOT NULL AND event_type IN ('fill', 'partial_fill')"
+            ),
+        ),
     )
 
 
@@ -263,6 +275,49 @@ class AccountPin(Base):
     account_label: Mapped[str] = mapped_column(LABEL, primary_key=True)
     broker_account_number: Mapped[str] = mapped_column(String(64), nullable=False)
     pinned_at: Mapped[datetime] = created_at()
+
+
+class BrokerFillCursor(Base):
+    """Per account: the page token of the last broker fill activity applied, and the position
+    baseline (broker holdings beyond this system's executions when the cursor was created)."""
+
+    __tablename__ = "broker_fill_cursors"
+
+    account_label: Mapped[str] = mapped_column(LABEL, primary_key=True)
+    page_token: Mapped[str | None] = mapped_column(ORDER_ID)
+    baseline_positions: Mapped[Any] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'")
+    )
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
+
+
+class OrderFillRefusal(Base):
+    """A fill refused by the monotonic apply: its cumulative quantity exceeds the order's."""
+
+    __tablename__ = "order_fill_refusals"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    alpaca_account_label: Mapped[str] = mapped_column(LABEL, nullable=False)
+    execution_id: Mapped[int | None] = mapped_column(BigInteger)
+    alpaca_order_id: Mapped[str | None] = mapped_column(ORDER_ID)
+    client_order_id: Mapped[str | None] = mapped_column(ORDER_ID)
+    reason: Mapped[str] = mapped_column(String(64), nullable=False)
+    order_qty: Mapped[Decimal | None] = mapped_column(MONEY)
+    filled_qty: Mapped[Decimal | None] = mapped_column(MONEY)
+    status: Mapped[str | None] = mapped_column(String(32))
+    event_ts: Mapped[datetime | None] = mapped_column(TS)
+    created_at: Mapped[datetime] = created_at()
+
+    __table_args__ = (
+        Index(
+            "uq_order_fill_refusals_account_execution_filled",
+            "alpaca_account_label",
+            "execution_id",
+            "filled_qty",
+            unique=True,
+        ),
+    )
 
 
 class TradeCursor(Base):

@@ -32,6 +32,7 @@ from streams.persistence.rows import (
     CursorRow,
     DecisionRow,
     ExecutionRow,
+    FillCursorRow,
     HeldEventRow,
     OrderEventRow,
     OrderUpdateRow,
@@ -244,6 +245,20 @@ RETURNING ev.status, ev.event_ts, ev.filled_qty, ev.filled_avg_price, ev.alpaca_
 """
 
 
+# An over-fill: the update's cumulative fill is above the order's quantity (known, > 0). The
+# update is refused (the execution is left as it was) and recorded in `order_fill_refusals`.
+_OVERFILL = "(t.submitted_qty > 0 AND COALESCE($6::numeric, 0) > t.submitted_qty)"
+OVERFILL = "overfill"
+
+_RECORD_REFUSAL = """
+INSERT INTO order_fill_refusals (
+    alpaca_account_label, execution_id, alpaca_order_id, client_order_id, reason, order_qty,
+    filled_qty, status, event_ts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT DO NOTHING
+"""
+
+
 def _apply_sql(target: str) -> str:
     """One statement: find the execution (`target`), move it forward if the update allows,
     mirror the new status to its decision, and report both the old and the new state.
@@ -256,7 +271,8 @@ def _apply_sql(target: str) -> str:
 WITH target AS ({target}),
 upd AS (
     UPDATE executions e SET
-        status = CASE WHEN {_EXEC_RANK} < $4::int THEN $5::text ELSE e.status END,
+        status = CASE WHEN {_EXEC_RANK} < {TERMINAL} AND {_EXEC_RANK} < $4::int THEN $5::text
+                      ELSE e.status END,
         filled_qty = GREATEST(e.filled_qty, COALESCE($6::numeric, e.filled_qty)),
         avg_fill_price = CASE WHEN COALESCE($6::numeric, e.filled_qty) > e.filled_qty
                               THEN COALESCE($7::numeric, e.avg_fill_price)
@@ -267,8 +283,12 @@ upd AS (
         updated_at = now()
     FROM target t
     WHERE e.id = t.id AND e.alpaca_account_label = $1::text
-      AND {_EXEC_RANK} < {TERMINAL}
-      AND ({_EXEC_RANK} < $4::int OR COALESCE($6::numeric, 0) > e.filled_qty)
+      AND (({_EXEC_RANK} < {TERMINAL}
+            AND ({_EXEC_RANK} < $4::int OR COALESCE($6::numeric, 0) > e.filled_qty))
+           -- the average price of a fill first seen without one (a replayed fill activity)
+           OR (e.avg_fill_price IS NULL AND $7::numeric IS NOT NULL AND e.filled_qty > 0
+               AND COALESCE($6::numeric, 0) = e.filled_qty))
+      AND NOT {_OVERFILL}
     RETURNING e.id, e.status, e.filled_qty, e.trade_decision_id
 ),
 dec AS (
@@ -286,14 +306,15 @@ dec AS (
 )
 SELECT t.id AS target_id, t.status AS old_status, t.filled_qty AS old_filled,
        upd.id AS updated_id, upd.status AS new_status, upd.filled_qty AS new_filled,
-       (SELECT count(*) FROM dec) AS decisions
+       (SELECT count(*) FROM dec) AS decisions,
+       {_OVERFILL} AS overfill, t.submitted_qty AS order_qty
 FROM target t LEFT JOIN upd ON upd.id = t.id
 """
 
 
 _APPLY_BY_ORDER = _apply_sql(
     """
-    SELECT id, status, filled_qty FROM executions
+    SELECT id, status, filled_qty, submitted_qty FROM executions
     WHERE alpaca_account_label = $1::text
       AND (alpaca_order_id = $2::text OR client_order_id = $3::text)
     ORDER BY (alpaca_order_id = $2::text) IS TRUE DESC, id
@@ -301,7 +322,7 @@ _APPLY_BY_ORDER = _apply_sql(
 )
 _APPLY_BY_ID = _apply_sql(
     """
-    SELECT id, status, filled_qty FROM executions
+    SELECT id, status, filled_qty, submitted_qty FROM executions
     WHERE alpaca_account_label = $1::text AND id = $3::bigint"""
 )
 
@@ -429,6 +450,48 @@ SELECT u.id, u.event_fingerprint, u.source_topic, u.source_partition, u.source_o
 FROM unattributed_order_events u
 ORDER BY u.id
 LIMIT $1
+"""
+
+
+# ---- broker reconciliation (issue #17): fill cursors, external orders, implied positions
+
+_GET_FILL_CURSOR = """
+SELECT account_label, page_token, baseline_positions FROM broker_fill_cursors
+WHERE account_label = $1
+"""
+
+_INIT_FILL_CURSOR = """
+INSERT INTO broker_fill_cursors (account_label, page_token, baseline_positions)
+VALUES ($1, $2, $3::jsonb)
+ON CONFLICT (account_label) DO NOTHING
+"""
+
+_ADVANCE_FILL_CURSOR = """
+UPDATE broker_fill_cursors SET page_token = $2, updated_at = now() WHERE account_label = $1
+"""
+
+_ADOPT_EXTERNAL = """
+INSERT INTO executions AS e (
+    alpaca_account_label, client_order_id, alpaca_order_id, trade_decision_id, symbol, side,
+    order_type, time_in_force, submitted_qty, filled_qty, avg_fill_price, status, raw_order,
+    last_event_ts, origin)
+VALUES ($1::text, $2::text, $3::text, NULL, $4::text, $5::text, $6::text, $7::text,
+        $8::numeric, $9::numeric, $10::numeric, $11::text, $12::jsonb, $13::timestamptz,
+        'external')
+ON CONFLICT DO NOTHING
+RETURNING id
+"""
+
+_DECISION_EXISTS = """
+SELECT EXISTS (SELECT 1 FROM trade_decisions
+               WHERE alpaca_account_label = $1 AND decision_hash = $2)
+"""
+
+# Signed cumulative fills of every execution of one account (system and external), by symbol.
+_IMPLIED_POSITIONS = """
+SELECT symbol, sum(CASE WHEN lower(side) = 'sell' THEN -filled_qty ELSE filled_qty END) AS qty
+FROM executions WHERE alpaca_account_label = $1 AND filled_qty <> 0
+GROUP BY symbol
 """
 
 
@@ -716,6 +779,25 @@ class Repository:
         )
         if record is None:
             return ApplyResult(ApplyOutcome.not_found)
+        if record["overfill"]:
+            await conn.execute(
+                _RECORD_REFUSAL,
+                update.account_label,
+                record["target_id"],
+                update.alpaca_order_id,
+                update.client_order_id,
+                OVERFILL,
+                record["order_qty"],
+                update.filled_qty,
+                update.status,
+                update.event_ts,
+            )
+            return ApplyResult(
+                ApplyOutcome.overfill,
+                record["target_id"],
+                record["old_status"],
+                record["old_filled"],
+            )
         if record["updated_id"] is None:
             return ApplyResult(
                 ApplyOutcome.stale, record["target_id"], record["old_status"], record["old_filled"]
@@ -830,6 +912,67 @@ class Repository:
         )
         return _execution(record) if record is not None else None
 
+    # ---- broker reconciliation
+
+    async def fill_cursor(self, account: str) -> FillCursorRow | None:
+        """The account's broker fill cursor and position baseline; None before the first."""
+        record = await self._pool.fetchrow(_GET_FILL_CURSOR, account)
+        if record is None:
+            return None
+        return FillCursorRow(
+            account_label=record["account_label"],
+            page_token=record["page_token"],
+            baseline_positions=_decimals(record["baseline_positions"]),
+        )
+
+    async def init_fill_cursor(
+        self, account: str, page_token: str | None, baseline: Mapping[str, Decimal]
+    ) -> FillCursorRow:
+        """Create the account's cursor unless one exists; the cursor in effect."""
+        await self._pool.execute(
+            _INIT_FILL_CURSOR, account, page_token, {k: str(v) for k, v in baseline.items()}
+        )
+        cursor = await self.fill_cursor(account)
+        assert cursor is not None
+        return cursor
+
+    async def advance_fill_cursor(self, account: str, page_token: str) -> None:
+        await self._pool.execute(_ADVANCE_FILL_CURSOR, account, page_token)
+
+    async def adopt_external_order(self, row: ExecutionRow) -> int | None:
+        """Record a broker order this system did not place as an `external` execution of
+        `row.account_label`; its id, or None when the account already has that order."""
+        async with self._pool.acquire() as conn:
+            execution_id = await conn.fetchval(
+                _ADOPT_EXTERNAL,
+                row.account_label,
+                row.client_order_id,
+                row.alpaca_order_id,
+                row.symbol,
+                row.side,
+                row.order_type,
+                row.time_in_force,
+                row.submitted_qty,
+                row.filled_qty,
+                row.avg_fill_price,
+                row.status,
+                row.raw_order,
+                row.last_event_ts,
+            )
+            if execution_id is None:
+                return None
+            async with conn.transaction():
+                await self._late_link(conn, row, int(execution_id), None)
+            return int(execution_id)
+
+    async def decision_exists(self, account: str, decision_hash: str) -> bool:
+        return bool(await self._pool.fetchval(_DECISION_EXISTS, account, decision_hash))
+
+    async def implied_positions(self, account: str) -> dict[str, Decimal]:
+        """Symbol → signed quantity the account's executions have filled (buys - sells)."""
+        records = await self._pool.fetch(_IMPLIED_POSITIONS, account)
+        return {r["symbol"]: Decimal(r["qty"]) for r in records}
+
     # ---- cursors, snapshots, catalogue
 
     async def upsert_cursor(
@@ -928,6 +1071,12 @@ def _most_advanced(events: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | N
         if best_key is None or key > best_key:
             best, best_key = event, key
     return best
+
+
+def _decimals(value: Any) -> dict[str, Decimal]:
+    if isinstance(value, str):
+        value = json.loads(value)
+    return {str(k): Decimal(str(v)) for k, v in (value or {}).items()}
 
 
 def _execution(record: Mapping[str, Any]) -> ExecutionRow:

@@ -86,6 +86,8 @@ class ApplyOutcome(str, enum.Enum):
     applied = "applied"  # the execution moved forward
     stale = "stale"  # the execution exists but the update would move it backwards (ignored)
     not_found = "not_found"  # no execution of this account has that order id / client id
+    # refused: the cumulative fill is above the order quantity (recorded in order_fill_refusals)
+    overfill = "overfill"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,3 +179,14 @@ class HeldEventRow:
     envelope: Mapping[str, Any]
     id: int | None = None
     owners: tuple[str, ...] = ()  # accounts that own its order, when read back by the sweep
+
+
+@dataclass(frozen=True, slots=True)
+class FillCursorRow:
+    """Per account: the last broker fill activity applied (None: read from the first one) and
+    the position baseline (symbol → quantity the broker held beyond this system's executions
+    when the cursor was created)."""
+
+    account_label: str
+    page_token: str | None
+    baseline_positions: Mapping[str, Decimal] = field(default_factory=dict)

@@ -32,6 +32,7 @@ from streams.domain.trade_updates.rows import dedupe_batch, event_row, order_upd
 from streams.domain.trade_updates.validate import InvalidTradeUpdate, check_account, check_update
 from streams.errors import is_infrastructure, retry_transient
 from streams.persistence.rows import ApplyResult, OrderEventRow, OrderUpdateRow
+from streams.reconciliation.fills import SOURCE_TOPIC as FILL_SOURCE
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,27 @@ class OrderFeedApplier:
         report = BatchReport()
         self._deadline = asyncio.get_running_loop().time() + self._retry_seconds
         pairs = await self._decode(events, report)
+        await self._apply_pairs(pairs, report)
+        return report
+
+    async def apply_updates(self, updates: Sequence[TradeUpdate]) -> BatchReport:
+        """Updates that did not come from Kafka (fill replay): the same checks, storage and
+        monotonic apply as a batch of the order feed. An update that fails a check or is
+        poison is counted and logged (there is no record to dead-letter)."""
+        report = BatchReport()
+        self._deadline = asyncio.get_running_loop().time() + self._retry_seconds
+        pairs: list[tuple[Any, TradeUpdate]] = []
+        for update in updates:
+            try:
+                self._check(update)
+            except InvalidTradeUpdate as exc:
+                await self._drop(None, exc.reason, exc, report)
+                continue
+            pairs.append((None, update))
+        await self._apply_pairs(pairs, report)
+        return report
+
+    async def _apply_pairs(self, pairs: list[tuple[Any, TradeUpdate]], report: BatchReport) -> None:
         updates, copies = dedupe_batch([u for _, u in pairs])
         event_of = {u.fingerprint: e for e, u in reversed(pairs)}
         self._count_received(pairs, copies, report)
@@ -94,7 +116,6 @@ class OrderFeedApplier:
             await self._store_events(account, rows, event_of, report)
         for update in updates:
             await self._apply_one(update, event_of[update.fingerprint], report)
-        return report
 
     async def _decode(
         self, events: Sequence[Any], report: BatchReport
@@ -199,6 +220,18 @@ class OrderFeedApplier:
         counter = _OUTCOME_COUNTERS.get(outcome)
         if counter is not None:
             counter.labels(account).inc()
+        if outcome is Outcome.overfill:
+            metrics.OVERFILLS.labels(account, _source(update)).inc()
+            log.error(
+                "over-fill refused: cumulative fill above the order quantity",
+                extra={
+                    "account": update.account_label,
+                    "order_id": update.order_id,
+                    "execution_id": update.execution_id,
+                    "filled_qty": str(update.filled_qty),
+                    "execution_filled_qty": str(result.filled_qty),
+                },
+            )
         if outcome is Outcome.out_of_order:
             log.info(
                 "stale trade update ignored",
@@ -220,6 +253,9 @@ class OrderFeedApplier:
     ) -> None:
         report.dead_lettered += 1
         metrics.DROPPED.labels(reason).inc()
+        if event is None:  # not from Kafka (fill replay): nothing to dead-letter
+            log.warning("order update not applied: %s (%s)", reason, error)
+            return
         await self._dead_letter(event, reason, error)
 
 
@@ -228,6 +264,10 @@ _OUTCOME_COUNTERS = {
     Outcome.out_of_order: metrics.OUT_OF_ORDER,
     Outcome.unlinked: metrics.UNLINKED,
 }
+
+
+def _source(update: TradeUpdate) -> str:
+    return "fill_replay" if update.source_topic == FILL_SOURCE else "trade_update"
 
 
 def _by_account(updates: list[TradeUpdate]) -> dict[str, list[TradeUpdate]]:

@@ -211,6 +211,9 @@ class Reconciler:
             await self._store.upsert_execution(execution_from_rest(account, order, now))
         update = order_update_from_rest(account, order, now)
         result = await self._store.apply_order_update(update)
+        if result.outcome is ApplyOutcome.overfill:
+            metrics.OVERFILLS.labels(account, "rest").inc()
+            log.error("over-fill refused (REST order state)", extra={"account": account})
         return result.outcome is ApplyOutcome.applied
 
     async def _resolve_pending_decisions(

@@ -9,19 +9,35 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from streams.broker.pool import BrokerPool
 from streams.compat import held_until_handled
 from streams.dlq import DeadLetters
 from streams.domain.accounts import AccountRegistry
+from streams.domain.trade_updates import metrics
+from streams.domain.trade_updates.rest import execution_from_rest, order_update_from_rest
 from streams.errors import exit_worker, is_infrastructure
 from streams.observability.status import StatusBoard
-from streams.persistence.rows import ApplyResult, OrderEventRow, OrderUpdateRow
+from streams.persistence.rows import ApplyResult, ExecutionRow, OrderEventRow, OrderUpdateRow
 from streams.persistence.shared import RepositoryProvider
 from streams.reconciliation.applier import OrderFeedApplier
+from streams.reconciliation.fills import ReplayReport, replay_fills
+from streams.reconciliation.positions import (
+    DriftReport,
+    DriftTracker,
+    TradingStateSetter,
+    position_drift,
+)
 from streams.reconciliation.reconciler import BrokerOrders, ReconcilePolicy, Reconciler
+from streams.reconciliation.startup import (
+    GateState,
+    LaneGates,
+    position_quantities,
+    reconcile_open_orders,
+)
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +75,8 @@ class ReconciliationService:
         verified: Callable[[str], bool] = lambda label: True,
         refresh_snapshot: Callable[[str], Any] | None = None,
         give_up: GiveUp = exit_worker,
+        gates: LaneGates | None = None,
+        trading_state: TradingStateSetter,
     ) -> None:
         self.settings = settings
         self._give_up = give_up
@@ -72,6 +90,16 @@ class ReconciliationService:
         self._refresh_snapshot = refresh_snapshot
         self._reconciler: Reconciler | None = None
         self._lock = asyncio.Lock()
+        self._gates = gates
+        self._replay_locks: dict[str, asyncio.Lock] = {}
+        self._replay_applier: OrderFeedApplier | None = None
+        self._drift = DriftTracker(timedelta(seconds=settings.position_drift_grace_seconds))
+        self._drift_report = DriftReport(
+            board,
+            trading_state,
+            set_reducing=settings.position_drift_set_reducing,
+        )
+        self._tasks: set[asyncio.Task[object]] = set()
 
     def broker_orders_for(self, label: str) -> BrokerOrders | None:
         """The account's shared broker client (one request budget with its lane); None until its
@@ -127,10 +155,141 @@ class ReconciliationService:
         return list(self._owned())
 
     async def reconcile_owned(self) -> None:
-        """Every owned account concurrently, each bounded by its own time budget."""
+        """Every owned account concurrently, each bounded by its own time budget; then, for
+        each owned lane reconciled at start, fill replay if an open order went quiet and the
+        position check."""
         accounts = self.owned()
         if accounts:
             await (await self.reconciler()).reconcile_accounts(accounts)
+            await asyncio.gather(*(self._watch_bounded(a) for a in accounts))
+
+    def _started(self, label: str) -> bool:
+        return self._gates is None or self._gates.state(label) is GateState.ready
+
+    async def _watch_bounded(self, label: str) -> None:
+        if not self._started(label):
+            return  # its start-up reconciliation (which creates the baseline) comes first
+        try:
+            await asyncio.wait_for(
+                self._watch(label), self.settings.reconcile_account_timeout_seconds
+            )
+        except Exception as exc:  # noqa: BLE001 - one account never stops the others
+            log.warning(
+                "fill replay / position check of %s failed: %s",
+                label,
+                type(exc).__name__,
+                extra={"account": label},
+            )
+            self.record_error(label, exc)
+
+    async def _watch(self, label: str) -> None:
+        repo = await self._repositories.get()
+        quiet = self.settings.fill_replay_quiet_seconds
+        if quiet > 0:
+            now = datetime.now(UTC)
+            if quiet_orders(await repo.open_executions(label), now, timedelta(seconds=quiet)):
+                await self.replay_fills(label, "quiet_open_orders")
+        if self.settings.position_drift_enabled:
+            await self.check_positions(label)
+
+    # ---- reconciliation at start (issue #17 item 4)
+    async def reconcile_at_start(self, label: str) -> dict[str, Any]:
+        """One attempt: snapshot and pin check, REST reconciliation of executions and pending
+        decisions, the account's open broker orders (folded, linked or adopted as external),
+        then the fills since its cursor. Raises on any failure (the caller retries)."""
+        account = self.registry.get(label)
+        if account is None or not account.enabled:
+            raise LookupError(f"no enabled account {label!r}")
+        await self._snapshot(label)
+        if not self._verified(label):
+            raise AccountNotVerified(f"account {label!r}: keys not checked against its pin yet")
+        reconciler = await self.reconciler()
+        report = await reconciler.reconcile_account(label)
+        if report.paused:
+            raise AccountNotVerified(f"account {label!r}: broker request budget spent")
+        broker = self._brokers.for_account(account)
+        repo = await self._repositories.get()
+        open_orders = await reconcile_open_orders(
+            label,
+            await broker.list_orders("open"),
+            repo,
+            execution_from=execution_from_rest,
+            update_from=order_update_from_rest,
+            now=datetime.now(UTC),
+        )
+        replay = await self.replay_fills(label, "start")
+        return {
+            "executions_fixed": report.executions_fixed,
+            "decisions_recovered": report.decisions_recovered,
+            "open_orders": open_orders.open_orders,
+            "external_adopted": len(open_orders.adopted),
+            "orders_linked": open_orders.linked,
+            "fills_replayed": replay.fills,
+        }
+
+    # ---- fill replay (issue #17 item 6)
+    def _applier_for_replay(self) -> OrderFeedApplier:
+        if self._replay_applier is None:
+            self._replay_applier = self.applier()
+        return self._replay_applier
+
+    async def replay_fills(self, label: str, trigger: str) -> ReplayReport:
+        """The account's broker fills after its stored cursor, through the order-feed apply;
+        one replay of an account at a time. Raises on broker or database failure."""
+        account = self.registry.get(label)
+        if account is None or not self._verified(label):
+            raise AccountNotVerified(f"account {label!r}: keys not checked against its pin yet")
+        broker = self._brokers.for_account(account)
+        lock = self._replay_locks.setdefault(label, asyncio.Lock())
+        async with lock:
+            repo = await self._repositories.get()
+
+            async def baseline(account_label: str) -> dict[str, Decimal]:
+                held = position_quantities(await broker.positions())
+                implied = await repo.implied_positions(account_label)
+                return position_drift(held, implied, {})
+
+            try:
+                report = await replay_fills(
+                    label,
+                    broker,
+                    repo,
+                    self._applier_for_replay().apply_updates,
+                    baseline=baseline,
+                    max_pages=self.settings.fill_replay_max_pages,
+                )
+            except Exception:
+                metrics.FILL_REPLAYS.labels(label, trigger, "error").inc()
+                raise
+        metrics.FILL_REPLAYS.labels(label, trigger, "ok").inc()
+        metrics.FILLS_REPLAYED.labels(label).inc(report.fills)
+        if report.fills or report.skipped:
+            log.info(
+                "fills replayed (%s)",
+                trigger,
+                extra={"account": label, "fills": report.fills, "skipped": len(report.skipped)},
+            )
+        return report
+
+    # ---- positions over time (issue #17 item 5)
+    async def check_positions(self, label: str) -> dict[str, Decimal]:
+        """Broker positions against baseline + this system's fills; the confirmed drift."""
+        account = self.registry.get(label)
+        if account is None or not self._verified(label):
+            return {}
+        repo = await self._repositories.get()
+        cursor = await repo.fill_cursor(label)
+        if cursor is None:
+            return {}  # no baseline yet: the start-up reconciliation creates it
+        broker = self._brokers.for_account(account)
+        held = position_quantities(await broker.positions())
+        implied = await repo.implied_positions(label)
+        drift = position_drift(held, implied, cursor.baseline_positions)
+        confirmed = self._drift.observe(label, drift, datetime.now(UTC))
+        await self._drift_report.publish(
+            label, confirmed, self._drift.newly_reported(label, confirmed)
+        )
+        return confirmed
 
     async def request(self, account: str, reason: str) -> None:
         """Start reconciling `account` now (if this worker owns it); does not wait for it.
@@ -147,6 +306,29 @@ class ReconciliationService:
             )
             return
         reconciler.request(account, reason)
+        if self._started(account):  # a gap in the trade updates: replay the account's fills
+            task: asyncio.Task[object] = asyncio.create_task(self._replay_guarded(account))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _replay_guarded(self, account: str) -> object:
+        try:
+            return await asyncio.wait_for(
+                self.replay_fills(account, "reconcile_request"),
+                self.settings.reconcile_account_timeout_seconds,
+            )
+        except Exception as exc:  # noqa: BLE001 - the quiet-order check and the next request retry
+            log.warning(
+                "fill replay after a reconcile request failed: %s",
+                type(exc).__name__,
+                extra={"account": account},
+            )
+            self.record_error(account, exc)
+            return None
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
 
 
 async def apply_each_batch(
@@ -176,6 +358,24 @@ async def apply_each_batch(
             log.exception("order-feed batch failed; dead-lettering it")
             for event in events:
                 await dead_letter(event, "order_feed_batch_failed", exc)
+
+
+class AccountNotVerified(RuntimeError):
+    """The account cannot be reconciled yet (its keys not checked, its budget spent)."""
+
+
+def quiet_orders(
+    executions: Sequence[ExecutionRow], now: datetime, quiet_after: timedelta
+) -> list[ExecutionRow]:
+    """Open executions with no broker event (nor REST state) for `quiet_after`: a gap in the
+    trade updates is likely."""
+    return [
+        e
+        for e in executions
+        if e.alpaca_order_id is not None
+        and e.last_event_ts is not None
+        and now - e.last_event_ts >= quiet_after
+    ]
 
 
 class _LazyStore:

@@ -64,3 +64,19 @@ RECONCILE_SECONDS = Histogram(
     ["account"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+OVERFILLS = Counter(
+    "torghut_order_fill_refused_total",
+    "Order updates refused because their cumulative fill is above the order quantity "
+    "(recorded in order_fill_refusals), by account and path (trade update, fill replay, REST).",
+    ["account", "source"],
+)
+FILL_REPLAYS = Counter(
+    "torghut_fill_replay_runs_total",
+    "Fill replays (broker fill activities after the stored page token), by trigger and outcome.",
+    ["account", "trigger", "outcome"],
+)
+FILLS_REPLAYED = Counter(
+    "torghut_fill_replay_fills_total",
+    "Broker fill activities read by fill replays and passed to the order-feed apply.",
+    ["account"],
+)

@@ -16,6 +16,7 @@ class Outcome(str, enum.Enum):
     unchanged = "unchanged"  # the execution already holds exactly this state (a re-delivery)
     out_of_order = "out_of_order"  # the execution is already further: the update was stale
     unlinked = "unlinked"  # no execution of this account matches yet (stored, linked later)
+    overfill = "overfill"  # refused: its cumulative fill is above the order quantity
 
 
 def classify(update: TradeUpdate, result: ApplyResult) -> Outcome:
@@ -28,6 +29,8 @@ def classify(update: TradeUpdate, result: ApplyResult) -> Outcome:
         return Outcome.applied
     if result.outcome is ApplyOutcome.not_found:
         return Outcome.unlinked
+    if result.outcome is ApplyOutcome.overfill:
+        return Outcome.overfill
     same_status = result.status == update.status
     same_fill = (result.filled_qty or Decimal(0)) == update.cumulative_fill
     return Outcome.unchanged if same_status and same_fill else Outcome.out_of_order

@@ -21,6 +21,10 @@ RATE_INTERVAL = "1m"
 # README-named families whose label sets only appear with traffic the shared worker does not get.
 OTHER_TRAFFIC = {
     "torghut_decisions_emitted_total",
+    "torghut_fill_replay_fills_total",
+    "torghut_fill_replay_runs_total",
+    "torghut_order_fill_refused_total",
+    "torghut_position_drift",
     "torghut_order_feed_applied_total",
     "torghut_order_feed_duplicates_total",
     "torghut_order_feed_events_total",

@@ -229,6 +229,19 @@ async def event_counts(e2e: Stack, hashes: list[str]) -> dict[str, int]:
     return {r["client_order_id"]: r["n"] for r in rows}
 
 
+async def streamed_counts(e2e: Stack, hashes: list[str]) -> dict[str, int]:
+    """`event_counts` of events that came through the stream (not replayed broker fills: a
+    reconcile request, e.g. the forwarder's connect, replays an account's fills)."""
+    rows = await query(
+        e2e,
+        "SELECT client_order_id, count(*) AS n FROM execution_order_events "
+        "WHERE client_order_id = ANY($1::text[]) AND source_topic <> 'broker:activities/FILL' "
+        "GROUP BY client_order_id",
+        hashes,
+    )
+    return {r["client_order_id"]: r["n"] for r in rows}
+
+
 def stream_events(e2e: Stack, label: str, order_id: str) -> list[dict[str, Any]]:
     return [e for e in e2e.sim.admin.events(label) if e["order_id"] == order_id]
 
@@ -305,7 +318,7 @@ async def test_dropped_duplicated_and_reordered_events(
             e2e.worker,
         )
         print(f"dropped fill repaired {time.monotonic() - started:.2f}s after the broker fill")
-        assert await event_counts(e2e, [dropped.decision_hash]) == {}  # nothing was streamed
+        assert await streamed_counts(e2e, [dropped.decision_hash]) == {}  # nothing streamed
 
         await asyncio.to_thread(admin.clear_faults, "acct-a")
         await asyncio.to_thread(admin.set_faults, "acct-a", {"reorder_events": True})
@@ -411,3 +424,75 @@ async def test_per_account_counters(e2e: Stack, forwarder: TradeUpdatesForwarder
         assert value("torghut_order_feed_duplicates_total", account=label) >= 1
     assert value("torghut_order_feed_events_total", account="acct-a", event="new") >= 1
     assert value("torghut_reconciler_runs_total", account="acct-a", outcome="ok") >= 1
+
+
+async def test_fills_replayed_after_dropped_events_and_a_reconnect(
+    e2e: Stack, forwarder: TradeUpdatesForwarder
+) -> None:
+    """acct-a's stream drops every event of an order; the forwarder's reconnect asks for a
+    reconcile, and the worker replays acct-a's fill activities after its cursor through the
+    order-feed apply: each broker execution stored once, nothing under acct-b."""
+    admin = e2e.sim.admin
+    await asyncio.to_thread(admin.set_faults, "acct-a", {"drop_next_events": 50})
+    try:
+        d = decision("acct-a", "MSFT", "4200")
+        await send_decisions(e2e, [d])
+        assert await eventually(
+            lambda: _broker_filled(e2e, "acct-a", d.decision_hash), 30, "broker", e2e.worker
+        )
+    finally:
+        await asyncio.to_thread(admin.clear_faults, "acct-a")
+    order = broker_orders(e2e, "acct-a")[d.decision_hash]
+    client = e2e.sim.trading_client("acct-a")
+    fills = [
+        f
+        for f in await asyncio.to_thread(
+            client.get, "/account/activities/FILL", {"direction": "asc", "page_size": 100}
+        )
+        if f["order_id"] == order["id"]
+    ]
+    assert fills and await streamed_counts(e2e, [d.decision_hash]) == {}  # nothing streamed
+    runs = (
+        "torghut_fill_replay_runs_total",
+        (("account", "acct-a"), ("outcome", "ok"), ("trigger", "reconcile_request")),
+    )
+    before = -1.0
+    for _ in range(10):  # the replay the forwarder's first connect asked for has settled
+        now = (await asyncio.to_thread(samples, e2e.worker)).get(runs, 0.0)
+        if now == before:
+            break
+        before = now
+        await asyncio.sleep(1.0)
+
+    async def replayed() -> list[asyncpg.Record] | None:
+        rows = await query(
+            e2e,
+            "SELECT alpaca_account_label, execution_id_alpaca, source_topic "
+            "FROM execution_order_events WHERE alpaca_order_id = $1",
+            order["id"],
+        )
+        return rows if len(rows) >= len(fills) else None
+
+    await asyncio.to_thread(admin.disconnect, "acct-a")  # the forwarder reconnects
+    rows = await eventually(replayed, 30, "fills replayed", e2e.worker)
+    await asyncio.to_thread(admin.disconnect, "acct-a")  # again: nothing new to replay
+    await asyncio.sleep(2.0)
+    rows = await query(
+        e2e,
+        "SELECT alpaca_account_label, execution_id_alpaca, source_topic "
+        "FROM execution_order_events WHERE alpaca_order_id = $1",
+        order["id"],
+    )
+    assert sorted(r["execution_id_alpaca"] for r in rows) == sorted(
+        f["execution_id"] for f in fills
+    )  # exactly one stored fill per broker execution id
+    assert {(r["alpaca_account_label"], r["source_topic"]) for r in rows} == {
+        ("acct-a", "broker:activities/FILL")
+    }
+    filled = await eventually(lambda: all_filled(e2e, [d.decision_hash]), 15, "filled", e2e.worker)
+    row = filled[d.decision_hash]
+    assert row["filled_qty"] == Decimal(order["filled_qty"]) == row["submitted_qty"]  # no over-fill
+    got = await asyncio.to_thread(samples, e2e.worker)
+    assert got.get(runs, 0.0) > before  # the reconnect's reconcile request replayed fills
+    refused = [k for k in got if k[0] == "torghut_order_fill_refused_total"]
+    assert all(got[k] == 0 for k in refused)

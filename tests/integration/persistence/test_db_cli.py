@@ -44,11 +44,11 @@ async def test_db_upgrade_then_check_names_a_dropped_column(pg_dsn: str) -> None
 
 
 async def test_db_check_at_a_phase_revision(pg_dsn: str) -> None:
-    """Rollout phases 1-3 keep the Phase 4 cleanup (0003) back: `db check --revision 0004`."""
-    assert faust_db(pg_dsn, "upgrade", "--revision", "0004").returncode == 0
-    at_phase = faust_db(pg_dsn, "check", "--revision", "0004")
+    """Rollout phases 1-3 keep the Phase 4 cleanup (0003) back: `db check --revision 0006`."""
+    assert faust_db(pg_dsn, "upgrade", "--revision", "0006").returncode == 0
+    at_phase = faust_db(pg_dsn, "check", "--revision", "0006")
     assert at_phase.returncode == 0, at_phase.stdout + at_phase.stderr
-    assert "ok: database at 0004" in at_phase.stdout
+    assert "ok: database at 0006" in at_phase.stdout
     at_head = faust_db(pg_dsn, "check")
     assert at_head.returncode == 1
-    assert "database is at 0004 but the head is 0006" in at_head.stdout
+    assert "database is at 0006 but the head is 0003" in at_head.stdout

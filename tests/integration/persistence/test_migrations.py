@@ -26,6 +26,8 @@ TABLES = {
     "unattributed_order_events",
     "account_pins",
     "control_actions",
+    "broker_fill_cursors",
+    "order_fill_refusals",
 }
 H1, H2, H3, H4 = (c * 64 for c in "1234")
 
@@ -46,7 +48,7 @@ async def test_empty_to_head_matches_the_models_and_downgrades_to_base(
     pg_dsn: str, db: asyncpg.Connection
 ) -> None:
     await migrate.upgrade(pg_dsn, "head", default_account_label="paper")
-    assert await migrate.current(pg_dsn) == migrate.heads() == ("0006",)
+    assert await migrate.current(pg_dsn) == migrate.heads() == ("0003",)
     assert await tables(db) == TABLES
     result = await check_database(pg_dsn, multi_account_enabled=True)
     assert result.problems == ()
@@ -179,7 +181,7 @@ async def test_db_check_names_a_dropped_column_and_index_and_a_lagging_database(
 ) -> None:
     await migrate.upgrade(pg_dsn, "0002", default_account_label="paper")
     lagging = await check_database(pg_dsn, multi_account_enabled=False)
-    assert any("database is at 0002 but the head is 0006" in p for p in lagging.problems)
+    assert any("database is at 0002 but the head is 0003" in p for p in lagging.problems)
 
     await migrate.upgrade(pg_dsn, "head", default_account_label="paper")
     await db.execute(
@@ -205,9 +207,9 @@ async def test_db_check_names_a_second_head(pg_dsn: str, tmp_path: Path) -> None
         'revision = "0099"\ndown_revision = "0002"\nbranch_labels = None\ndepends_on = None\n\n'
         "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
     )
-    assert migrate.heads(scripts) == ("0006", "0099")
-    await migrate.upgrade(pg_dsn, "0006", default_account_label="paper", script_location=scripts)
+    assert migrate.heads(scripts) == ("0003", "0099")
+    await migrate.upgrade(pg_dsn, "0003", default_account_label="paper", script_location=scripts)
     result = await check_database(pg_dsn, multi_account_enabled=False, script_location=scripts)
     assert result.problems == (
-        "migrations have 2 heads (0006, 0099): add a merge revision so there is exactly one",
+        "migrations have 2 heads (0003, 0099): add a merge revision so there is exactly one",
     )

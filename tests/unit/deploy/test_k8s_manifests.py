@@ -247,9 +247,9 @@ def test_each_phase_sets_what_it_needs(phase: str) -> None:
     forwarders = one(phase, "Deployment")["spec"]["replicas"]
     expected = {
         "phase0-baseline": (False, True, False, 0, "--revision 0001"),
-        "phase1-dark": (False, True, False, 2, "--revision 0004"),
-        "phase2-dual-read": (False, True, True, 2, "--revision 0004"),
-        "phase3-canary": (True, True, True, 2, "--revision 0004"),
+        "phase1-dark": (False, True, False, 2, "--revision 0006"),
+        "phase2-dual-read": (False, True, True, 2, "--revision 0006"),
+        "phase3-canary": (True, True, True, 2, "--revision 0006"),
         "phase4-cutover": (True, False, True, 2, "--revision head"),
     }[phase]
     assert (multi, bool(v1), bool(v2), workers) == expected[:4]

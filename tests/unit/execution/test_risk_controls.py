@@ -28,7 +28,7 @@ from streams.domain.trading_state import (
     refusal,
 )
 from streams.execution.control_actions import ControlActions, action_of
-from streams.execution.order_guard import OrderGuard
+from streams.execution.order_guard import ControlTopicTradingState, OrderGuard
 from streams.execution.price_feed import PriceFeed
 from streams.observability.status import LaneStatus
 
@@ -321,3 +321,22 @@ def _decision(h: str) -> Any:
         price=Decimal(100),
         emitted_at=NOW,
     )
+
+
+async def test_position_drift_sets_reducing_through_the_control_topic_once() -> None:
+    states = TradingStateBook()
+    published: list[ControlCommand] = []
+    setter = ControlTopicTradingState(states, published.append)
+
+    await setter.set_reducing("alpha", "position drift on AAPL")
+    await setter.set_reducing("alpha", "position drift on MSFT")  # already reducing: nothing
+    assert [(c.kind, c.account, c.state) for c in published] == [
+        (ControlKind.trading_state, "alpha", TradingState.reducing)
+    ]
+    assert states.effective("alpha").state is TradingState.reducing
+    assert states.effective("beta").state is TradingState.active  # never another account
+
+    states.apply(state_command(TradingState.halted, "beta", "ops", "maintenance"))
+    await setter.set_reducing("beta", "position drift on AAPL")  # halted is stricter: kept
+    assert states.effective("beta").state is TradingState.halted
+    assert len(published) == 1
