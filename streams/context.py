@@ -205,6 +205,7 @@ class WorkerContext:
             dead_letters=self.dead_letters,
             owned_accounts=self.owned_accounts,
             verified=self.lanes.verified,
+            mismatched=self.lanes.mismatched,
             refresh_snapshot=self._refresh_snapshot,
             gates=self.lane_gates,
             trading_state=self.trading_state,

@@ -110,6 +110,16 @@ def is_infrastructure(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError)
 
 
+def is_database_unreachable(exc: BaseException) -> bool:
+    """Postgres cannot be reached or is refusing work for now (not a broker error, not the
+    record): the `database_unavailable` health problem."""
+    if isinstance(exc, BrokerError):
+        return False
+    if isinstance(exc, asyncpg.PostgresError):
+        return is_transient(exc)
+    return isinstance(exc, OSError | asyncpg.InterfaceError)
+
+
 def is_transient(exc: BaseException) -> bool:
     return classify(exc) is ErrorKind.transient
 

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codecs import DecodeError
 from schemas.ta_signal import TaSignal
+from streams.compat import refresh_metadata
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ class PriceFeed:
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         while True:
-            await consumer.topics()  # refreshes the cluster metadata
+            # `topics()` fetches into a throwaway copy; the consumer's own metadata must move.
+            await refresh_metadata(consumer)
             found = consumer.partitions_for_topic(self.topic)
             if found:
                 return [TopicPartition(self.topic, p) for p in sorted(found)]

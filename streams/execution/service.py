@@ -127,6 +127,11 @@ class LaneService:
         lane = self.lanes.get(account_label)
         return lane is not None and lane.verified_account is not None and lane.mismatch is None
 
+    def mismatched(self, account_label: str) -> bool:
+        """Whether the lane's keys reach another broker account than the label's pin."""
+        lane = self.lanes.get(account_label)
+        return lane is not None and lane.mismatch is not None
+
     # ---- the lanes agent
     async def handle(self, decision: AccountDecision, consumed_at: float) -> LedgerEntry | None:
         """One decision (new, redelivered or re-driven) for its lane; None if there is no lane."""

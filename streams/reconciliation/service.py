@@ -73,6 +73,7 @@ class ReconciliationService:
         dead_letters: DeadLetters,
         owned_accounts: Callable[[], Sequence[str]],
         verified: Callable[[str], bool] = lambda label: True,
+        mismatched: Callable[[str], bool] = lambda label: False,
         refresh_snapshot: Callable[[str], Any] | None = None,
         give_up: GiveUp = exit_worker,
         gates: LaneGates | None = None,
@@ -87,6 +88,7 @@ class ReconciliationService:
         self._dead_letters = dead_letters
         self._owned = owned_accounts
         self._verified = verified
+        self._mismatched = mismatched
         self._refresh_snapshot = refresh_snapshot
         self._reconciler: Reconciler | None = None
         self._lock = asyncio.Lock()
@@ -202,7 +204,10 @@ class ReconciliationService:
             raise LookupError(f"no enabled account {label!r}")
         await self._snapshot(label)
         if not self._verified(label):
-            raise AccountNotVerified(f"account {label!r}: keys not checked against its pin yet")
+            raise AccountNotVerified(
+                f"account {label!r}: keys not checked against its pin yet",
+                database=not self._mismatched(label),  # unchecked: Postgres unreachable
+            )
         reconciler = await self.reconciler()
         report = await reconciler.reconcile_account(label)
         if report.paused:
@@ -238,7 +243,10 @@ class ReconciliationService:
         one replay of an account at a time. Raises on broker or database failure."""
         account = self.registry.get(label)
         if account is None or not self._verified(label):
-            raise AccountNotVerified(f"account {label!r}: keys not checked against its pin yet")
+            raise AccountNotVerified(
+                f"account {label!r}: keys not checked against its pin yet",
+                database=not self._mismatched(label),  # unchecked: Postgres unreachable
+            )
         broker = self._brokers.for_account(account)
         lock = self._replay_locks.setdefault(label, asyncio.Lock())
         async with lock:
@@ -361,7 +369,12 @@ async def apply_each_batch(
 
 
 class AccountNotVerified(RuntimeError):
-    """The account cannot be reconciled yet (its keys not checked, its budget spent)."""
+    """The account cannot be reconciled yet (its keys not checked, its budget spent).
+    `database`: not checked because Postgres (where the pin is) cannot be reached."""
+
+    def __init__(self, message: str, *, database: bool = False) -> None:
+        super().__init__(message)
+        self.database = database
 
 
 def quiet_orders(

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
+from streams.errors import is_database_unreachable
 from streams.observability.readiness import Check
 from streams.observability.status import StatusBoard
 from streams.persistence.rows import ApplyResult, ExecutionRow, OrderUpdateRow
@@ -115,13 +116,18 @@ class LaneGates:
         gate.next_attempt = None
         gate.summary = dict(summary)
         self._show(label)
+        self._board.lane(label).set_database_unavailable(None)
 
-    def failed(self, label: str, error: str, retry_at: datetime) -> None:
+    def failed(self, label: str, error: str, retry_at: datetime, *, database: bool = False) -> None:
+        """`database`: the attempt failed because Postgres is unreachable, which the lane
+        reports as its own problem (`database_unavailable`), not as a broker error."""
         gate = self._gate(label)
         gate.state = GateState.retrying
         gate.last_error = error
         gate.next_attempt = retry_at
         self._show(label)
+        if database:
+            self._board.lane(label).set_database_unavailable(error)
 
     def reset(self, labels: Iterable[str]) -> None:
         """A new ownership (start, rebalance): every lane listed reconciles again."""
@@ -315,7 +321,13 @@ class StartupReconciliation:
                 failures += 1
                 delay = self.retry_delay(failures)
                 error = _describe(exc)
-                self.gates.failed(label, error, self._clock() + timedelta(seconds=delay))
+                self.gates.failed(
+                    label,
+                    error,
+                    self._clock() + timedelta(seconds=delay),
+                    database=is_database_unreachable(exc)
+                    or getattr(exc, "database", False) is True,
+                )
                 log.warning(
                     "start-up reconciliation of %s failed (%s); retry in %.0fs",
                     label,

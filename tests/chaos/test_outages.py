@@ -235,13 +235,19 @@ async def test_worker_started_while_postgres_is_down_trades_once_it_is_back(
                 20,
                 "/readyz 503",
             )
-            problems = await wait_for(
-                lambda: (lambda p: p if "database_unavailable" in p.get("alpha", []) else None)(
-                    lane_problems(worker)
-                ),
-                30,
-                "lane alpha database_unavailable",
-            )
+            try:
+                problems = await wait_for(
+                    lambda: (lambda p: p if "database_unavailable" in p.get("alpha", []) else None)(
+                        lane_problems(worker)
+                    ),
+                    30,
+                    "lane alpha database_unavailable",
+                )
+            except AssertionError:
+                raise AssertionError(
+                    f"lane alpha never reported database_unavailable; status: "
+                    f"{probe(worker, '/trading/status')}\n{worker.tail(40)}"
+                ) from None
             orders_during = len(sim.admin.orders("alpha"))
             assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
         result = await wait_counted("pg-down-at-start", sim, head_dsn, sent, timeout=60)

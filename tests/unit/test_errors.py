@@ -75,3 +75,17 @@ async def test_a_guarded_tick_counts_and_swallows_its_failure() -> None:
 
     await guarded("t-test", boom)  # does not raise
     assert TASK_ERRORS.labels(task="t-test")._value.get() == before + 1
+
+
+def test_database_unreachable_is_postgres_not_the_broker_nor_the_record() -> None:
+    import asyncpg
+
+    from streams.broker.errors import BrokerError, ErrorClass
+    from streams.errors import is_database_unreachable
+
+    assert is_database_unreachable(ConnectionRefusedError(111, "refused"))
+    assert is_database_unreachable(asyncpg.InterfaceError("connection is closed"))
+    assert is_database_unreachable(asyncpg.exceptions.AdminShutdownError("shutdown"))
+    assert not is_database_unreachable(asyncpg.exceptions.CharacterNotInRepertoireError("NUL"))
+    assert not is_database_unreachable(ValueError("bad value"))
+    assert not is_database_unreachable(BrokerError(ErrorClass.timeout, message="POST timed out"))

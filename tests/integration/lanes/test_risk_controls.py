@@ -380,11 +380,6 @@ async def test_order_rate_throttle_latches_the_account_to_halted(world: World) -
     await wait_executed(world.dsn, again)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (issue #17, price collar): the reference reader sees no signal yet; "
-    "the collar stays off by default until this passes",
-)
 async def test_price_feed_reads_recent_signals_from_kafka(stack: StackInfo) -> None:
     """The price collar's reference reader against the real broker (no worker): signals
     produced before it starts (within the age) and after are both seen."""

@@ -30,7 +30,7 @@ def faust_db(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_db_upgrade_then_check_names_a_dropped_column(pg_dsn: str) -> None:
     upgraded = faust_db(pg_dsn, "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr[-2000:]
-    assert "database at 0006" in upgraded.stdout
+    assert "database at 0003" in upgraded.stdout
 
     conn = await asyncpg.connect(pg_dsn)
     try:

@@ -92,7 +92,7 @@ async def test_db_upgrade_and_check_over_tls(tls_env: dict[str, str]) -> None:
             timeout=120,
         )
         assert done.returncode == 0, done.stdout + done.stderr
-    assert "ok: database at 0006" in done.stdout
+    assert "ok: database at 0003" in done.stdout
 
 
 async def test_refused_without_tls_wrong_ca_or_wrong_password(
