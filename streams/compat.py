@@ -259,8 +259,9 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
 
     faust 0.15.3 keeps, per partition, the offsets acked since the last commit (`_acked`), the
     last commit (`_committed_offset`, the *next* offset to read, Kafka's meaning), the last offset
-    its fetch loop read (`_read_offset`) and holes in the log (`_gap`). Three defects, together,
-    let a rebalance commit past a record that was never processed (issue #22, a lost signal):
+    its fetch loop read (`_read_offset`) and holes in the log (`_gap`). Four defects, together,
+    let a rebalance lose a record — commit past it unprocessed, or process later records of its
+    partition first (issue #22, a lost signal):
 
     1. `on_partitions_revoked` drops a revoked partition's committed offset and acks *before*
        it runs the app's revocation (wait for the in-flight events, then the final commit), so
@@ -280,11 +281,67 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
     committed offset; and nothing of a partition is committed between its assignment and the
     seek that reads its committed offset (a late ack of the previous generation would otherwise
     be committed without a head check). `tests/unit/compat/test_no_skip_consumer.py` pins each
-    defect in faust and the fix here."""
+    defect in faust and the fix here.
+
+    4. A batch fetched before a rebalance or a seek is delivered after it. aiokafka runs in the
+       consumer's own thread: the fetch loop awaits a batch drained at the old positions, and
+       the rebalance (revocation: stream buffers cleared; assignment; recovery resumes the
+       flow) can run on the event loop meanwhile. The loop reads the generation only after the
+       await, so the stale batch is stamped with the *new* generation and processed before the
+       seek that re-reads the cleared records from the committed offset: later signals of a
+       partition pass the watermark first, and the re-read ones are then dropped as stale
+       (three signals lost in the rebalance chaos scenario). Here a batch whose fetch spans a
+       rebalance or a seek is never delivered, and the rest of a batch is not delivered once
+       one happened while it was being delivered; its partitions read again from the committed
+       offset (now, or by the seek the assignment brings)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._seeked: set[TP] = set()
+        self._seeks = 0  # every seek: a batch fetched across one holds records from before it
+        self._batch_epoch: tuple[int, int] = (-1, -1)
+        self.stale_batches = 0  # batches not delivered because a rebalance or seek came first
+
+    def _fetch_epoch(self) -> tuple[int, int]:
+        # rebalancing_count is bumped by aiokafka's thread as the revocation starts: the earliest
+        # sign of a rebalance, before the event loop hears of it.
+        return (int(self.app.rebalancing_count), self._seeks)
+
+    async def _getmany(self, active_partitions: Any, timeout: float) -> Any:
+        epoch = self._fetch_epoch()
+        records = await super()._getmany(active_partitions=active_partitions, timeout=timeout)
+        self._batch_epoch = epoch
+        if records and self._fetch_epoch() != epoch:
+            await self._read_again(set(records))
+            return {}
+        return records
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        async for tp, message in super().getmany(timeout):
+            if self._fetch_epoch() != self._batch_epoch:
+                # a rebalance or seek since the fetch: the rest is read again from its position
+                self.stale_batches += 1
+                return
+            yield tp, message
+
+    async def _read_again(self, tps: set[TP]) -> None:
+        """Discard a stale batch: its partitions read again from the committed offset. A
+        partition not yet sought in this assignment is left to the seek the assignment brings."""
+        self.stale_batches += 1
+        assigned = self.assignment()
+        for tp in sorted(tps):
+            committed = self._committed_offset.get(tp)
+            if tp in assigned and tp in self._seeked and committed is not None:
+                await self.seek(tp, committed)
+                self._read_offset[tp] = committed - 1 if committed else None
+        log.info(
+            "batch fetched before a rebalance or seek not delivered; read again: %s",
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)),
+        )
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        self._seeks += 1
 
     def _forget(self, tps: set[TP]) -> None:
         for tp in tps:
@@ -315,6 +372,7 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
+        self._seeks += 1
         self._seeked.update(self.assignment())
         for tp, committed in list(self._committed_offset.items()):
             if committed:  # the last offset read is the one before the next to read

@@ -51,6 +51,7 @@ PARTITIONS = 4
 STRATEGY_ENV = {"TRADING_STRATEGY_RUNTIME_MODE": "plugin_v3"}
 LANES = ("acct-a", "acct-b", "acct-c")
 SYMBOLS = tuple(f"SYM{i}" for i in range(16))
+STALE_BATCH = "batch fetched before a rebalance or seek"  # compat.NoSkipConsumer's log line
 BATCHES = 40  # one signal per symbol each, every 0.4 s: ~16 s of load
 
 
@@ -172,6 +173,8 @@ async def test_no_triggering_signal_is_lost_while_partitions_move(
     )
     skipped = [line for w in (first, second, third) for line in w.lines if "skipped by" in line]
     print("records skipped by a stream and released (not committable):", len(skipped))
+    stale = [line for w in (first, second, third) for line in w.lines if STALE_BATCH in line]
+    print("batches fetched before a rebalance or seek, not delivered (read again):", len(stale))
     if missing:
         await post_mortem(stack, env, signals, missing, (first, second, third), sampler, moved)
         print("worker logs:", save_logs((first, second, third), tmp_path))
@@ -249,6 +252,13 @@ async def post_mortem(
     for w in workers:
         for line in w.lines:
             if any(f"{sym} seq {seq} " in line for sym, seq in lost) or any(
-                k in line for k in ("Discarded commit", "skipped by", "CommitFailed", "Traceback")
+                k in line
+                for k in (
+                    "Discarded commit",
+                    "skipped by",
+                    STALE_BATCH,
+                    "CommitFailed",
+                    "Traceback",
+                )
             ):
                 print(w.name, line[:400])

@@ -235,3 +235,111 @@ async def test_no_skip_releases_a_record_skipped_for_flow_control_without_commit
     consumer._unacked_messages.add(processed)
     assert consumer.ack(processed) is True
     assert consumer._new_offset(TP0) == 11
+
+
+# ----------------------------------------------- a batch fetched across a rebalance or seek
+
+
+def _record(offset: int) -> Any:
+    from aiokafka.structs import ConsumerRecord
+
+    return ConsumerRecord(
+        "signals", 0, offset, 0, 0, b"k", b"v", None, 1, 1, ()
+    )  # fmt: skip
+
+
+def _fetching(cls: type[Any], during_fetch: Callable[[Any], Awaitable[None]]) -> Any:
+    """A consumer whose fetch (aiokafka's thread) returns records 12 and 13 drained at the old
+    positions, while `during_fetch` runs on the event loop (a rebalance, a seek)."""
+    consumer = _consumer(cls)
+    consumer.highwater = lambda tp: 20
+    consumer._active_partitions = {TP0}
+    consumer.app.consumer_generation_id = 1
+
+    async def fetch(active_partitions: Any, timeout: float) -> Any:
+        await during_fetch(consumer)
+        return {TP0: [_record(12), _record(13)]}
+
+    consumer._thread = type("Thread", (), {"getmany": staticmethod(fetch)})()
+    return consumer
+
+
+async def _rebalanced(consumer: Any) -> None:
+    consumer.app.on_rebalance_start()  # aiokafka's thread, as the revocation starts
+    consumer.app.rebalancing = False
+    consumer.app.consumer_generation_id = 2  # assigned; recovery has resumed the flow
+
+
+async def _delivered(consumer: Any) -> list[tuple[int, int]]:
+    return [(m.offset, m.generation_id) async for _, m in consumer.getmany(timeout=1.0)]
+
+
+async def test_faust_delivers_a_batch_fetched_before_a_rebalance_as_the_new_generation() -> None:
+    """The stale records pass the stream's generation check: processed before the seek that
+    re-reads the records the revocation cleared from the stream buffers."""
+    consumer = _fetching(faust_aiokafka.Consumer, _rebalanced)
+    assert await _delivered(consumer) == [(12, 2), (13, 2)]
+
+
+async def test_no_skip_never_delivers_a_batch_fetched_across_a_rebalance() -> None:
+    consumer = _fetching(compat.NoSkipConsumer, _rebalanced)
+    assert await _delivered(consumer) == []
+    assert consumer.stale_batches == 1
+
+
+async def test_no_skip_reads_again_from_committed_after_a_batch_fetched_across_a_seek() -> None:
+    seeks: list[tuple[TP, int]] = []
+
+    async def seeking(consumer: Any) -> None:
+        consumer._committed_offset[TP0] = 10
+        consumer._seeked.add(TP0)
+        await consumer.seek(TP0, 10)  # e.g. the seek of the recovery's end
+
+    consumer = _fetching(compat.NoSkipConsumer, seeking)
+    consumer.assignment = lambda: {TP0}
+
+    async def _seek(tp: TP, offset: int) -> None:
+        seeks.append((tp, offset))
+
+    consumer._seek = _seek
+    assert await _delivered(consumer) == []
+    # the seek itself, then the re-read: the records may have been drained after the seek
+    assert seeks == [(TP0, 10), (TP0, 10)]
+    assert consumer._read_offset[TP0] == 9
+
+
+async def test_no_skip_stops_delivering_a_batch_once_a_seek_happened_meanwhile() -> None:
+    consumer = _fetching(compat.NoSkipConsumer, _nothing)
+
+    async def _seek(tp: TP, offset: int) -> None:
+        return None
+
+    consumer._seek = _seek
+    delivered: list[int] = []
+    async for _, message in consumer.getmany(timeout=1.0):
+        delivered.append(message.offset)
+        await consumer.seek(TP0, 10)  # the recovery's seek while 12 is being delivered
+    assert delivered == [12]  # 13 comes again from the sought position
+    assert consumer.stale_batches == 1
+
+
+async def test_no_skip_delivers_a_batch_with_no_rebalance_or_seek_meanwhile() -> None:
+    consumer = _fetching(compat.NoSkipConsumer, _nothing)
+    assert await _delivered(consumer) == [(12, 1), (13, 1)]
+    assert consumer.stale_batches == 0
+
+
+def test_faust_fetch_loop_reads_the_generation_after_the_fetch() -> None:
+    """What makes a stale batch look current: the generation is read after the await."""
+    import inspect
+    import re
+
+    from faust.transport import consumer as faust_consumer
+
+    source = re.sub(r"\s+", "", inspect.getsource(faust_consumer.Consumer.getmany))
+    fetch = source.index("awaitself._wait_next_records(timeout)")
+    assert source.index("generation_id=self.app.consumer_generation_id") > fetch
+    wait = re.sub(r"\s+", "", inspect.getsource(faust_consumer.Consumer._wait_next_records))
+    assert "awaitself._getmany(" in wait
+    drain = re.sub(r"\s+", "", inspect.getsource(faust_consumer.Consumer._drain_messages))
+    assert "getmany=self.getmany" in drain
