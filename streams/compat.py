@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 # Imported after the check: an incompatible library may fail to import these at all.
 from aiokafka import AIOKafkaConsumer  # noqa: E402
+from aiokafka.errors import IllegalStateError  # noqa: E402
 from alpaca.trading.stream import TradingStream  # noqa: E402
 from faust.cli.agents import agents as faust_agents_command  # noqa: E402
 from faust.stores.rocksdb import Store as RocksStore  # noqa: E402
@@ -332,7 +333,10 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
         for tp in sorted(tps):
             committed = self._committed_offset.get(tp)
             if tp in assigned and tp in self._seeked and committed is not None:
-                await self.seek(tp, committed)
+                try:
+                    await self.seek(tp, committed)
+                except IllegalStateError:  # revoked meanwhile: its next owner reads from there
+                    continue
                 self._read_offset[tp] = committed - 1 if committed else None
         log.info(
             "batch fetched before a rebalance or seek not delivered; read again: %s",

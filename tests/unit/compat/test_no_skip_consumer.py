@@ -343,3 +343,20 @@ def test_faust_fetch_loop_reads_the_generation_after_the_fetch() -> None:
     assert "awaitself._getmany(" in wait
     drain = re.sub(r"\s+", "", inspect.getsource(faust_consumer.Consumer._drain_messages))
     assert "getmany=self.getmany" in drain
+
+
+async def test_no_skip_read_again_survives_a_partition_revoked_meanwhile() -> None:
+    from aiokafka.errors import IllegalStateError
+
+    async def revoked_seek(tp: TP, offset: int) -> None:
+        raise IllegalStateError(f"No current assignment for partition {tp}")
+
+    async def seeking(consumer: Any) -> None:
+        consumer._committed_offset[TP0] = 10
+        consumer._seeked.add(TP0)
+        consumer._seeks += 1  # a seek elsewhere
+
+    consumer = _fetching(compat.NoSkipConsumer, seeking)
+    consumer.assignment = lambda: {TP0}
+    consumer._seek = revoked_seek
+    assert await _delivered(consumer) == []  # not delivered, and the fetch loop goes on
