@@ -318,8 +318,10 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
         return records
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        app = self.app
         async for tp, message in super().getmany(timeout):
-            if self._fetch_epoch() != self._batch_epoch:
+            fetched = self._batch_epoch  # set by `_getmany` for this batch
+            if self._seeks != fetched[1] or app.rebalancing_count != fetched[0]:
                 # a rebalance or seek since the fetch: the rest is read again from its position
                 self.stale_batches += 1
                 return
