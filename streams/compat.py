@@ -284,52 +284,66 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
     be committed without a head check). `tests/unit/compat/test_no_skip_consumer.py` pins each
     defect in faust and the fix here.
 
-    4. A batch fetched before a rebalance or a seek is delivered after it. aiokafka runs in the
+    4. A batch fetched before a rebalance is delivered after it. aiokafka runs in the
        consumer's own thread: the fetch loop awaits a batch drained at the old positions, and
        the rebalance (revocation: stream buffers cleared; assignment; recovery resumes the
        flow) can run on the event loop meanwhile. The loop reads the generation only after the
        await, so the stale batch is stamped with the *new* generation and processed before the
        seek that re-reads the cleared records from the committed offset: later signals of a
        partition pass the watermark first, and the re-read ones are then dropped as stale
-       (three signals lost in the rebalance chaos scenario). Here a batch whose fetch spans a
-       rebalance or a seek is never delivered, and the rest of a batch is not delivered once
-       one happened while it was being delivered; its partitions read again from the committed
-       offset (now, or by the seek the assignment brings)."""
+       (three signals lost in the rebalance chaos scenario). Likewise records fetched before a
+       seek of their partition and delivered after it would be handled out of order (and the
+       fetch loop would record the offsets between as a hole in the log: committable).
+
+    Here, for the partitions whose offsets are committed (topics read by agents; changelogs
+    are left to faust's recovery, which seeks them itself): records of a batch whose fetch spans
+    a rebalance, or a seek of their partition, are not delivered, and the partition reads again
+    from its committed offset (now if its assignment's seek is done, else by that seek)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._seeked: set[TP] = set()
-        self._seeks = 0  # every seek: a batch fetched across one holds records from before it
-        self._batch_epoch: tuple[int, int] = (-1, -1)
-        self.stale_batches = 0  # batches not delivered because a rebalance or seek came first
-
-    def _fetch_epoch(self) -> tuple[int, int]:
-        # rebalancing_count is bumped by aiokafka's thread as the revocation starts: the earliest
-        # sign of a rebalance, before the event loop hears of it.
-        return (int(self.app.rebalancing_count), self._seeks)
+        self._seeks = 0  # all seeks: the per-record fast path compares only this
+        self._seeks_of: dict[TP, int] = {}  # seeks per partition
+        self._fetch_mark: tuple[int, int, dict[TP, int]] = (-1, -1, {})
+        self.stale_batches = 0  # batches with records not delivered: fetched before a change
 
     async def _getmany(self, active_partitions: Any, timeout: float) -> Any:
-        epoch = self._fetch_epoch()
+        # rebalancing_count is bumped by aiokafka's thread as the revocation starts: the earliest
+        # sign of a rebalance, before the event loop hears of it.
+        mark = (int(self.app.rebalancing_count), self._seeks, dict(self._seeks_of))
         records = await super()._getmany(active_partitions=active_partitions, timeout=timeout)
-        self._batch_epoch = epoch
-        if records and self._fetch_epoch() != epoch:
-            await self._read_again(set(records))
-            return {}
-        return records
+        self._fetch_mark = mark
+        if not records or (mark[0], mark[1]) == (self.app.rebalancing_count, self._seeks):
+            return records
+        rebalanced = mark[0] != self.app.rebalancing_count
+        acking = self.app.topics.acks_enabled_for
+        stale = {
+            tp
+            for tp in records
+            if acking(tp.topic) and (rebalanced or self._seeks_of.get(tp) != mark[2].get(tp))
+        }
+        if not stale:
+            return records
+        await self._read_again(stale)
+        return {tp: batch for tp, batch in records.items() if tp not in stale}
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
-        app = self.app
+        acking = self.app.topics.acks_enabled_for
         async for tp, message in super().getmany(timeout):
-            fetched = self._batch_epoch  # set by `_getmany` for this batch
-            if self._seeks != fetched[1] or app.rebalancing_count != fetched[0]:
-                # a rebalance or seek since the fetch: the rest is read again from its position
-                self.stale_batches += 1
-                return
+            fetched = self._fetch_mark  # set by `_getmany` for this batch
+            if (
+                self._seeks != fetched[1]  # a seek during the delivery (rare: the slow path)
+                and self._seeks_of.get(tp) != fetched[2].get(tp)
+                and acking(tp.topic)
+            ):
+                continue  # read again from the sought position
             yield tp, message
 
     async def _read_again(self, tps: set[TP]) -> None:
-        """Discard a stale batch: its partitions read again from the committed offset. A
-        partition not yet sought in this assignment is left to the seek the assignment brings."""
+        """Records fetched before a rebalance or a seek, not delivered: their partitions read
+        again from the committed offset. A partition whose seek after its assignment has not
+        happened yet is left to that seek; one revoked meanwhile, to its next owner."""
         self.stale_batches += 1
         assigned = self.assignment()
         for tp in sorted(tps):
@@ -341,13 +355,18 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
                     continue
                 self._read_offset[tp] = committed - 1 if committed else None
         log.info(
-            "batch fetched before a rebalance or seek not delivered; read again: %s",
+            "records fetched before a rebalance or seek not delivered; read again: %s",
             ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)),
         )
 
+    def _sought(self, tps: set[TP]) -> None:
+        self._seeks += 1
+        for tp in tps:
+            self._seeks_of[tp] = self._seeks_of.get(tp, 0) + 1
+
     async def seek(self, partition: TP, offset: int) -> None:
         await super().seek(partition, offset)
-        self._seeks += 1
+        self._sought({partition})
 
     def _forget(self, tps: set[TP]) -> None:
         for tp in tps:
@@ -378,7 +397,7 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
-        self._seeks += 1
+        self._sought(self.assignment())
         self._seeked.update(self.assignment())
         for tp, committed in list(self._committed_offset.items()):
             if committed:  # the last offset read is the one before the next to read

@@ -51,7 +51,7 @@ PARTITIONS = 4
 STRATEGY_ENV = {"TRADING_STRATEGY_RUNTIME_MODE": "plugin_v3"}
 LANES = ("acct-a", "acct-b", "acct-c")
 SYMBOLS = tuple(f"SYM{i}" for i in range(16))
-STALE_BATCH = "batch fetched before a rebalance or seek"  # compat.NoSkipConsumer's log line
+STALE_BATCH = "records fetched before a rebalance or seek"  # compat.NoSkipConsumer's log line
 BATCHES = 40  # one signal per symbol each, every 0.4 s: ~16 s of load
 
 
@@ -174,7 +174,7 @@ async def test_no_triggering_signal_is_lost_while_partitions_move(
     skipped = [line for w in (first, second, third) for line in w.lines if "skipped by" in line]
     print("records skipped by a stream and released (not committable):", len(skipped))
     stale = [line for w in (first, second, third) for line in w.lines if STALE_BATCH in line]
-    print("batches fetched before a rebalance or seek, not delivered (read again):", len(stale))
+    print("records fetched before a rebalance or seek, not delivered (times):", len(stale))
     if missing:
         await post_mortem(stack, env, signals, missing, (first, second, third), sampler, moved)
         print("worker logs:", save_logs((first, second, third), tmp_path))

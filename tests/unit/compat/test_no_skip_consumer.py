@@ -239,28 +239,37 @@ async def test_no_skip_releases_a_record_skipped_for_flow_control_without_commit
 
 # ----------------------------------------------- a batch fetched across a rebalance or seek
 
+CHANGELOG = TP("app-signal-watermarks-changelog", 0)
 
-def _record(offset: int) -> Any:
+
+def _record(tp: TP, offset: int) -> Any:
     from aiokafka.structs import ConsumerRecord
 
     return ConsumerRecord(
-        "signals", 0, offset, 0, 0, b"k", b"v", None, 1, 1, ()
+        tp.topic, tp.partition, offset, 0, 0, b"k", b"v", None, 1, 1, ()
     )  # fmt: skip
 
 
 def _fetching(cls: type[Any], during_fetch: Callable[[Any], Awaitable[None]]) -> Any:
-    """A consumer whose fetch (aiokafka's thread) returns records 12 and 13 drained at the old
-    positions, while `during_fetch` runs on the event loop (a rebalance, a seek)."""
+    """A consumer whose fetch (aiokafka's thread) returns signals 12 and 13 and changelog
+    record 5, drained at the old positions, while `during_fetch` runs on the event loop."""
     consumer = _consumer(cls)
     consumer.highwater = lambda tp: 20
-    consumer._active_partitions = {TP0}
+    consumer._active_partitions = {TP0, CHANGELOG}
+    consumer.assignment = lambda: {TP0, CHANGELOG}
     consumer.app.consumer_generation_id = 1
+    consumer.app.topics.acks_enabled_for = lambda topic: topic == TP0.topic  # an agent's topic
 
     async def fetch(active_partitions: Any, timeout: float) -> Any:
         await during_fetch(consumer)
-        return {TP0: [_record(12), _record(13)]}
+        return {TP0: [_record(TP0, 12), _record(TP0, 13)], CHANGELOG: [_record(CHANGELOG, 5)]}
+
+    async def seek(tp: TP, offset: int) -> None:
+        consumer.seeks.append((tp, offset))
 
     consumer._thread = type("Thread", (), {"getmany": staticmethod(fetch)})()
+    consumer.seeks = []
+    consumer._seek = seek
     return consumer
 
 
@@ -270,63 +279,108 @@ async def _rebalanced(consumer: Any) -> None:
     consumer.app.consumer_generation_id = 2  # assigned; recovery has resumed the flow
 
 
-async def _delivered(consumer: Any) -> list[tuple[int, int]]:
-    return [(m.offset, m.generation_id) async for _, m in consumer.getmany(timeout=1.0)]
+async def _delivered(consumer: Any) -> list[tuple[str, int, int]]:
+    return [(m.topic, m.offset, m.generation_id) async for _, m in consumer.getmany(timeout=1.0)]
 
 
 async def test_faust_delivers_a_batch_fetched_before_a_rebalance_as_the_new_generation() -> None:
     """The stale records pass the stream's generation check: processed before the seek that
     re-reads the records the revocation cleared from the stream buffers."""
     consumer = _fetching(faust_aiokafka.Consumer, _rebalanced)
-    assert await _delivered(consumer) == [(12, 2), (13, 2)]
+    delivered = await _delivered(consumer)
+    assert ("signals", 12, 2) in delivered and ("signals", 13, 2) in delivered
 
 
-async def test_no_skip_never_delivers_a_batch_fetched_across_a_rebalance() -> None:
+async def test_no_skip_never_delivers_an_agents_records_fetched_across_a_rebalance() -> None:
     consumer = _fetching(compat.NoSkipConsumer, _rebalanced)
-    assert await _delivered(consumer) == []
+    # the changelog record is recovery's business (it seeks changelogs itself): delivered
+    assert await _delivered(consumer) == [(CHANGELOG.topic, 5, 2)]
     assert consumer.stale_batches == 1
+    assert consumer.seeks == []  # not sought yet in this assignment: its seek reads them again
 
 
-async def test_no_skip_reads_again_from_committed_after_a_batch_fetched_across_a_seek() -> None:
-    seeks: list[tuple[TP, int]] = []
-
-    async def seeking(consumer: Any) -> None:
+async def test_no_skip_reads_again_from_committed_when_its_seek_already_happened() -> None:
+    async def rebalanced_and_sought(consumer: Any) -> None:
+        await _rebalanced(consumer)
         consumer._committed_offset[TP0] = 10
+        await consumer.perform_seek_done()
+
+    consumer = _fetching(compat.NoSkipConsumer, _rebalanced)
+
+    async def done() -> None:  # what perform_seek leaves: the partition sought
         consumer._seeked.add(TP0)
-        await consumer.seek(TP0, 10)  # e.g. the seek of the recovery's end
+        consumer._sought({TP0})
 
-    consumer = _fetching(compat.NoSkipConsumer, seeking)
-    consumer.assignment = lambda: {TP0}
-
-    async def _seek(tp: TP, offset: int) -> None:
-        seeks.append((tp, offset))
-
-    consumer._seek = _seek
-    assert await _delivered(consumer) == []
-    # the seek itself, then the re-read: the records may have been drained after the seek
-    assert seeks == [(TP0, 10), (TP0, 10)]
+    consumer.perform_seek_done = done
+    consumer._thread.getmany = staticmethod(_fetch_during(consumer, rebalanced_and_sought))
+    assert await _delivered(consumer) == [(CHANGELOG.topic, 5, 2)]
+    assert consumer.seeks == [(TP0, 10)]  # the batch may have been drained after that seek
     assert consumer._read_offset[TP0] == 9
 
 
-async def test_no_skip_stops_delivering_a_batch_once_a_seek_happened_meanwhile() -> None:
+def _fetch_during(consumer: Any, during: Callable[[Any], Awaitable[None]]) -> Any:
+    async def fetch(active_partitions: Any, timeout: float) -> Any:
+        await during(consumer)
+        return {TP0: [_record(TP0, 12), _record(TP0, 13)], CHANGELOG: [_record(CHANGELOG, 5)]}
+
+    return fetch
+
+
+async def test_no_skip_drops_records_fetched_before_a_seek_of_their_partition() -> None:
+    async def seeking(consumer: Any) -> None:
+        consumer._committed_offset[TP0] = 10
+        consumer._seeked.add(TP0)
+        await consumer.seek(TP0, 10)
+
+    consumer = _fetching(compat.NoSkipConsumer, seeking)
+    assert await _delivered(consumer) == [(CHANGELOG.topic, 5, 1)]
+    assert consumer.seeks == [(TP0, 10), (TP0, 10)]  # the seek, then the read again
+
+
+async def test_no_skip_a_seek_of_another_partition_changes_nothing() -> None:
+    async def seeking(consumer: Any) -> None:
+        await consumer.seek(CHANGELOG, 3)  # recovery seeking a changelog
+
+    consumer = _fetching(compat.NoSkipConsumer, seeking)
+    delivered = await _delivered(consumer)
+    assert [o for t, o, _ in delivered if t == "signals"] == [12, 13]
+    assert consumer.stale_batches == 0
+
+
+async def test_no_skip_stops_delivering_a_partition_once_it_was_sought_meanwhile() -> None:
     consumer = _fetching(compat.NoSkipConsumer, _nothing)
-
-    async def _seek(tp: TP, offset: int) -> None:
-        return None
-
-    consumer._seek = _seek
-    delivered: list[int] = []
+    delivered: list[tuple[str, int]] = []
     async for _, message in consumer.getmany(timeout=1.0):
-        delivered.append(message.offset)
-        await consumer.seek(TP0, 10)  # the recovery's seek while 12 is being delivered
-    assert delivered == [12]  # 13 comes again from the sought position
-    assert consumer.stale_batches == 1
+        delivered.append((message.topic, message.offset))
+        if message.offset == 12:
+            await consumer.seek(TP0, 10)  # the recovery's seek while 12 is being delivered
+    assert ("signals", 12) in delivered and ("signals", 13) not in delivered  # read again
+    assert (CHANGELOG.topic, 5) in delivered
 
 
 async def test_no_skip_delivers_a_batch_with_no_rebalance_or_seek_meanwhile() -> None:
     consumer = _fetching(compat.NoSkipConsumer, _nothing)
-    assert await _delivered(consumer) == [(12, 1), (13, 1)]
+    assert sorted(await _delivered(consumer)) == sorted(
+        [("signals", 12, 1), ("signals", 13, 1), (CHANGELOG.topic, 5, 1)]
+    )
     assert consumer.stale_batches == 0
+
+
+async def test_no_skip_read_again_survives_a_partition_revoked_meanwhile() -> None:
+    from aiokafka.errors import IllegalStateError
+
+    async def seeking(consumer: Any) -> None:
+        consumer._committed_offset[TP0] = 10
+        consumer._seeked.add(TP0)
+        consumer._sought({TP0})  # sought elsewhere
+
+    consumer = _fetching(compat.NoSkipConsumer, seeking)
+
+    async def revoked_seek(tp: TP, offset: int) -> None:
+        raise IllegalStateError(f"No current assignment for partition {tp}")
+
+    consumer._seek = revoked_seek
+    assert await _delivered(consumer) == [(CHANGELOG.topic, 5, 1)]  # and the loop goes on
 
 
 def test_faust_fetch_loop_reads_the_generation_after_the_fetch() -> None:
@@ -343,20 +397,3 @@ def test_faust_fetch_loop_reads_the_generation_after_the_fetch() -> None:
     assert "awaitself._getmany(" in wait
     drain = re.sub(r"\s+", "", inspect.getsource(faust_consumer.Consumer._drain_messages))
     assert "getmany=self.getmany" in drain
-
-
-async def test_no_skip_read_again_survives_a_partition_revoked_meanwhile() -> None:
-    from aiokafka.errors import IllegalStateError
-
-    async def revoked_seek(tp: TP, offset: int) -> None:
-        raise IllegalStateError(f"No current assignment for partition {tp}")
-
-    async def seeking(consumer: Any) -> None:
-        consumer._committed_offset[TP0] = 10
-        consumer._seeked.add(TP0)
-        consumer._seeks += 1  # a seek elsewhere
-
-    consumer = _fetching(compat.NoSkipConsumer, seeking)
-    consumer.assignment = lambda: {TP0}
-    consumer._seek = revoked_seek
-    assert await _delivered(consumer) == []  # not delivered, and the fetch loop goes on
