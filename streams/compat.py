@@ -347,8 +347,9 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
         self.stale_batches += 1
         assigned = self.assignment()
         for tp in sorted(tps):
-            committed = self._committed_offset.get(tp)
-            if tp in assigned and tp in self._seeked and committed is not None:
+            # None: nothing committed yet (faust also keeps a commit at 0 as None): the start
+            committed = self._committed_offset.get(tp) or 0
+            if tp in assigned and tp in self._seeked:
                 try:
                     await self.seek(tp, committed)
                 except IllegalStateError:  # revoked meanwhile: its next owner reads from there

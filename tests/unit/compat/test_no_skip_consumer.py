@@ -397,3 +397,14 @@ def test_faust_fetch_loop_reads_the_generation_after_the_fetch() -> None:
     assert "awaitself._getmany(" in wait
     drain = re.sub(r"\s+", "", inspect.getsource(faust_consumer.Consumer._drain_messages))
     assert "getmany=self.getmany" in drain
+
+
+async def test_no_skip_reads_again_from_the_start_when_nothing_is_committed_yet() -> None:
+    async def seeking(consumer: Any) -> None:
+        consumer._seeked.add(TP0)  # sought: no committed offset (a new group)
+        await consumer.seek(TP0, 0)
+
+    consumer = _fetching(compat.NoSkipConsumer, seeking)
+    assert await _delivered(consumer) == [(CHANGELOG.topic, 5, 1)]
+    assert consumer.seeks == [(TP0, 0), (TP0, 0)]
+    assert consumer._read_offset.get(TP0) is None
