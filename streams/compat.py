@@ -273,13 +273,15 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
     3. The fetch loop records a read offset for a prefetched record whose delivery the
        revocation cancelled, after the drop; `perform_seek` sets the read offset to the
        committed offset (next to read) where the loop means "last read", and `_add_gap` starts
-       holes at committed + 1: a hole at the committed offset itself is never recorded.
+       holes at committed + 1: a hole at the committed offset itself is never recorded. And a
+       hole ends *with* the record being delivered, so that record counts as done even if it
+       is then released unprocessed.
 
     Here: the revocation's final commit runs with the partition's bookkeeping intact and the
     bookkeeping is dropped afterwards (and again at assignment, for anything recorded in
     between); the head check is strict (the first acked offset must be the committed one, holes
     included), the read offset after a seek is the last one read, and holes are recorded from the
-    committed offset; and nothing of a partition is committed between its assignment and the
+    committed offset up to the delivered record (excluded); and nothing of a partition is committed between its assignment and the
     seek that reads its committed offset (a late ack of the previous generation would otherwise
     be committed without a head check). `tests/unit/compat/test_no_skip_consumer.py` pins each
     defect in faust and the fix here.
@@ -440,8 +442,10 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
         committed = self._committed_offset[tp]
         if committed is not None:
             offset_from = max(offset_from, committed)
-        if offset_from <= offset_to:
-            self._gap[tp].addi(offset_from, offset_to + 1)
+        # `offset_to` is the record being delivered: the hole ends before it (faust's includes
+        # it, so a record released unprocessed there would count as done).
+        if offset_from < offset_to:
+            self._gap[tp].addi(offset_from, offset_to)
             self._gap[tp].merge_overlaps()
 
     def _new_offset(self, tp: TP) -> int | None:

@@ -5,7 +5,7 @@ signal lost in a rebalance)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import faust
 import pytest
@@ -132,9 +132,26 @@ async def test_no_skip_seek_reads_from_the_committed_offset_and_records_a_hole_t
     consumer = await _seek(compat.NoSkipConsumer)
     assert consumer._read_offset[TP0] == 9
     await consumer._add_gap(TP0, 10, 11)
-    assert sorted((i.begin, i.end) for i in consumer._gap[TP0]) == [(10, 12)]
+    assert sorted((i.begin, i.end) for i in consumer._gap[TP0]) == [(10, 11)]
     _ack(consumer, 11)  # the hole at 10 counts as done: 11 is committable
     assert consumer._new_offset(TP0) == 12
+
+
+async def _released_at_the_end_of_a_hole(cls: type[Any]) -> int | None:
+    """Read up to 10, committed 11; the fetch loop delivers 13 (11 and 12 are not in the log):
+    13 is released unprocessed (skipped in a rebalance), 14 is processed."""
+    consumer = _state(cls, 11, [])
+    await consumer._add_gap(TP0, 11, 13)  # the drain loop's call for record 13
+    _ack(consumer, 14)
+    return cast(int | None, consumer._new_offset(TP0))
+
+
+async def test_faust_hole_includes_the_record_being_delivered() -> None:
+    assert await _released_at_the_end_of_a_hole(faust_aiokafka.Consumer) == 15  # past 13
+
+
+async def test_no_skip_hole_ends_before_the_record_being_delivered() -> None:
+    assert await _released_at_the_end_of_a_hole(compat.NoSkipConsumer) == 13
 
 
 async def test_no_skip_assignment_drops_a_read_offset_recorded_after_the_revocation() -> None:
