@@ -281,10 +281,10 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
     bookkeeping is dropped afterwards (and again at assignment, for anything recorded in
     between); the head check is strict (the first acked offset must be the committed one, holes
     included), the read offset after a seek is the last one read, and holes are recorded from the
-    committed offset up to the delivered record (excluded); and nothing of a partition is committed between its assignment and the
-    seek that reads its committed offset (a late ack of the previous generation would otherwise
-    be committed without a head check). `tests/unit/compat/test_no_skip_consumer.py` pins each
-    defect in faust and the fix here.
+    committed offset up to the delivered record (excluded); and nothing of a partition is
+    committed between its assignment and the seek that reads its committed offset (a late ack
+    of the previous generation would otherwise be committed without a head check).
+    `tests/unit/compat/test_no_skip_consumer.py` pins each defect in faust and the fix here.
 
     4. A batch fetched before a rebalance is delivered after it. aiokafka runs in the
        consumer's own thread: the fetch loop awaits a batch drained at the old positions, and

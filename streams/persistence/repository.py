@@ -532,6 +532,25 @@ SET status = $3::text, result = $4::text::jsonb, error = $5::text, updated_at = 
 WHERE alpaca_account_label = $1::text AND command_id = $2::text"""
 
 
+def _execution_params(row: ExecutionRow) -> tuple[Any, ...]:
+    """$1..$13 of every statement that writes an execution row, in their order."""
+    return (
+        row.account_label,
+        row.client_order_id,
+        row.alpaca_order_id,
+        row.symbol,
+        row.side,
+        row.order_type,
+        row.time_in_force,
+        row.submitted_qty,
+        row.filled_qty,
+        row.avg_fill_price,
+        row.status,
+        row.raw_order,
+        row.last_event_ts,
+    )
+
+
 class Repository:
     """Account-scoped persistence over an asyncpg pool. One instance per worker process."""
 
@@ -700,19 +719,7 @@ class Repository:
         async with self._pool.acquire() as conn:
             record = await conn.fetchrow(
                 sql,
-                row.account_label,
-                row.client_order_id,
-                row.alpaca_order_id,
-                row.symbol,
-                row.side,
-                row.order_type,
-                row.time_in_force,
-                row.submitted_qty,
-                row.filled_qty,
-                row.avg_fill_price,
-                row.status,
-                row.raw_order,
-                row.last_event_ts,
+                *_execution_params(row),
                 execution_rank(row.status),
             )
             if record is None:
@@ -945,19 +952,7 @@ class Repository:
         async with self._pool.acquire() as conn:
             execution_id = await conn.fetchval(
                 _ADOPT_EXTERNAL,
-                row.account_label,
-                row.client_order_id,
-                row.alpaca_order_id,
-                row.symbol,
-                row.side,
-                row.order_type,
-                row.time_in_force,
-                row.submitted_qty,
-                row.filled_qty,
-                row.avg_fill_price,
-                row.status,
-                row.raw_order,
-                row.last_event_ts,
+                *_execution_params(row),
             )
             if execution_id is None:
                 return None
