@@ -223,6 +223,16 @@ async def guarded(task: str, body: Callable[[], Awaitable[object]]) -> None:
         log.exception("%s failed (%s); it runs again at its next tick", task, type(exc).__name__)
 
 
+async def reopened_for_ever(
+    task: str, run: Callable[[], Awaitable[object]], reopen_after: float = 2.0
+) -> None:
+    """Run a long-lived reader (its own Kafka consumer) for ever: a failure is logged and
+    counted like a guarded tick, and the reader opened again after `reopen_after` seconds."""
+    while True:
+        await guarded(task, run)
+        await asyncio.sleep(reopen_after)
+
+
 def exit_worker(reason: str, code: int = EX_SOFTWARE) -> None:
     """Stop the process now, non-zero, without acking or committing anything more: used where
     recovering in-process is unsafe (faust could commit past an unfinished record) or would

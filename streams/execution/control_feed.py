@@ -37,6 +37,7 @@ from schemas.control import ControlCommand, ControlKind, TradingState
 from streams.dlq import DeadLetters
 from streams.domain.kill_switch import KillSwitchBook, parse_key
 from streams.domain.trading_state import TradingStateBook
+from streams.errors import reopened_for_ever
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +84,7 @@ class ControlFeed:
     async def run_forever(self, reopen_after: float = 2.0) -> None:
         """`run`, reopened after a broken connection; lanes stay gated only until the first
         catch-up."""
-        while True:
-            try:
-                await self.run()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("control topic reader failed; reopening")
-                await asyncio.sleep(reopen_after)
+        await reopened_for_ever("control_feed", self.run, reopen_after)
 
     async def run(self) -> None:
         """Replay, then follow the topic until cancelled."""

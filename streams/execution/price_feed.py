@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas.codecs import DecodeError
 from schemas.ta_signal import TaSignal
 from streams.compat import refresh_metadata
+from streams.errors import reopened_for_ever
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +59,7 @@ class PriceFeed:
         self._security = dict(security or {})
 
     async def run_forever(self, reopen_after: float = 2.0) -> None:
-        while True:
-            try:
-                await self.run()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reference price reader failed; reopening")
-                await asyncio.sleep(reopen_after)
+        await reopened_for_ever("price_feed", self.run, reopen_after)
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(

@@ -89,3 +89,31 @@ def test_database_unreachable_is_postgres_not_the_broker_nor_the_record() -> Non
     assert not is_database_unreachable(asyncpg.exceptions.CharacterNotInRepertoireError("NUL"))
     assert not is_database_unreachable(ValueError("bad value"))
     assert not is_database_unreachable(BrokerError(ErrorClass.timeout, message="POST timed out"))
+
+
+async def test_reopened_for_ever_counts_each_failure_reopens_and_lets_cancellation_through() -> (
+    None
+):
+    import asyncio
+
+    from streams.errors import reopened_for_ever
+
+    opened = 0
+    blocked = asyncio.Event()
+
+    async def reader() -> None:
+        nonlocal opened
+        opened += 1
+        if opened <= 2:
+            raise ConnectionError("broker gone")
+        blocked.set()
+        await asyncio.Event().wait()  # follows the topic until cancelled
+
+    before = TASK_ERRORS.labels(task="reader-test")._value.get()
+    task = asyncio.create_task(reopened_for_ever("reader-test", reader, reopen_after=0.01))
+    await asyncio.wait_for(blocked.wait(), 2)
+    assert opened == 3
+    assert TASK_ERRORS.labels(task="reader-test")._value.get() == before + 2
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
