@@ -299,8 +299,10 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
 
     Here, for the partitions whose offsets are committed (topics read by agents; changelogs
     are left to faust's recovery, which seeks them itself): records of a batch whose fetch spans
-    a rebalance, or a seek of their partition, are not delivered, and the partition reads again
-    from its committed offset (now if its assignment's seek is done, else by that seek)."""
+    a rebalance, or a seek of their partition, are not delivered. Whether they were drained at
+    the old positions or already at the new ones cannot be told, so the partition is sought
+    again to its committed offset, and nothing more of it is delivered until that seek is done
+    (if the seek that follows its assignment is still to come or under way, right after it)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -308,6 +310,8 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
         self._seeks = 0  # all seeks: the per-record fast path compares only this
         self._seeks_of: dict[TP, int] = {}  # seeks per partition
         self._fetch_mark: tuple[int, int, dict[TP, int]] = (-1, -1, {})
+        self._read_again: set[TP] = set()  # records dropped: nothing delivered until sought
+        self._seeking = 0  # a perform_seek under way: it seeks the partitions to read again
         self.stale_batches = 0  # batches with records not delivered: fetched before a change
 
     async def _getmany(self, active_partitions: Any, timeout: float) -> Any:
@@ -315,23 +319,32 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
         # sign of a rebalance, before the event loop hears of it.
         mark = (int(self.app.rebalancing_count), self._seeks, dict(self._seeks_of))
         records = await super()._getmany(active_partitions=active_partitions, timeout=timeout)
-        self._fetch_mark = mark
-        if not records or (mark[0], mark[1]) == (self.app.rebalancing_count, self._seeks):
-            return records
-        rebalanced = mark[0] != self.app.rebalancing_count
-        acking = self.app.topics.acks_enabled_for
-        stale = {
-            tp
-            for tp in records
-            if acking(tp.topic) and (rebalanced or self._seeks_of.get(tp) != mark[2].get(tp))
-        }
-        if not stale:
-            return records
-        await self._read_again(stale)
-        return {tp: batch for tp, batch in records.items() if tp not in stale}
+        if records and (mark[0], mark[1]) != (self.app.rebalancing_count, self._seeks):
+            rebalanced = mark[0] != self.app.rebalancing_count
+            acking = self.app.topics.acks_enabled_for
+            stale = {
+                tp
+                for tp in records
+                if acking(tp.topic) and (rebalanced or self._seeks_of.get(tp) != mark[2].get(tp))
+            }
+            if stale:
+                self.stale_batches += 1
+                log.info(
+                    "records fetched before a rebalance or seek not delivered; read again: %s",
+                    ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(stale)),
+                )
+                self._read_again.update(stale)
+        if self._read_again:
+            # what is sought now is read again from there: this batch's records of it are older
+            dropped = self._read_again | await self._seek_to_read_again()
+            records = {tp: batch for tp, batch in records.items() if tp not in dropped}
+        # a seek from here on, while the batch is delivered, is the per-record check's business
+        self._fetch_mark = (int(self.app.rebalancing_count), self._seeks, dict(self._seeks_of))
+        return records
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
         acking = self.app.topics.acks_enabled_for
+        read_again = self._read_again
         async for tp, message in super().getmany(timeout):
             fetched = self._fetch_mark  # set by `_getmany` for this batch
             if (
@@ -339,28 +352,39 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
                 and self._seeks_of.get(tp) != fetched[2].get(tp)
                 and acking(tp.topic)
             ):
-                continue  # read again from the sought position
+                read_again.add(tp)  # sought again by the next fetch
+            if read_again and tp in read_again:
+                continue
             yield tp, message
 
-    async def _read_again(self, tps: set[TP]) -> None:
-        """Records fetched before a rebalance or a seek, not delivered: their partitions read
-        again from the committed offset. A partition whose seek after its assignment has not
-        happened yet is left to that seek; one revoked meanwhile, to its next owner."""
-        self.stale_batches += 1
+    async def _seek_to_read_again(self) -> set[TP]:
+        """Seek the partitions whose records were dropped to their committed offset; returns
+        the ones settled (sought, or no longer ours: revoked ones are their next owner's). One
+        whose seek after its assignment has not happened yet waits for that seek (perform_seek
+        seeks it again at its end)."""
+        sought: set[TP] = set()
+        if self._seeking:
+            return sought
         assigned = self.assignment()
-        for tp in sorted(tps):
+        for tp in sorted(self._read_again):
+            if tp not in assigned:
+                self._read_again.discard(tp)
+                sought.add(tp)  # nothing of it delivered here
+                continue
+            if tp not in self._seeked:
+                continue
             # None: nothing committed yet (faust also keeps a commit at 0 as None): the start
             committed = self._committed_offset.get(tp) or 0
-            if tp in assigned and tp in self._seeked:
-                try:
-                    await self.seek(tp, committed)
-                except IllegalStateError:  # revoked meanwhile: its next owner reads from there
-                    continue
-                self._read_offset[tp] = committed - 1 if committed else None
-        log.info(
-            "records fetched before a rebalance or seek not delivered; read again: %s",
-            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)),
-        )
+            try:
+                await self.seek(tp, committed)
+            except IllegalStateError:  # revoked meanwhile: its next owner reads from there
+                self._read_again.discard(tp)
+                sought.add(tp)  # nothing of it delivered here
+                continue
+            self._read_offset[tp] = committed - 1 if committed else None
+            self._read_again.discard(tp)
+            sought.add(tp)
+        return sought
 
     def _sought(self, tps: set[TP]) -> None:
         self._seeks += 1
@@ -399,12 +423,18 @@ class NoSkipConsumer(faust_aiokafka.Consumer):
         await super().on_partitions_assigned(assigned, generation_id)
 
     async def perform_seek(self) -> None:
-        await super().perform_seek()
+        self._seeking += 1
+        try:
+            await super().perform_seek()
+        finally:
+            self._seeking -= 1
         self._sought(self.assignment())
         self._seeked.update(self.assignment())
         for tp, committed in list(self._committed_offset.items()):
             if committed:  # the last offset read is the one before the next to read
                 self._read_offset[tp] = committed - 1
+        # dropped while the seek was under way: they may have been drained after it
+        await self._seek_to_read_again()
 
     def ack(self, message: Any) -> bool:
         """A record the stream skipped unprocessed is never made committable.

@@ -425,3 +425,39 @@ async def test_no_skip_reads_again_from_the_start_when_nothing_is_committed_yet(
     assert await _delivered(consumer) == [(CHANGELOG.topic, 5, 1)]
     assert consumer.seeks == [(TP0, 0), (TP0, 0)]
     assert consumer._read_offset.get(TP0) is None
+
+
+async def test_no_skip_records_dropped_during_the_assignments_seek_are_read_again_after_it() -> (
+    None
+):
+    """The rebalance scenario's second failure: records drained at the new positions while the
+    seek after the assignment was under way were dropped, and nothing read them again."""
+    consumer = _fetching(compat.NoSkipConsumer, _rebalanced)
+    committed = {TP0: 97}
+
+    async def seek_to_committed() -> dict[TP, int]:
+        consumer.seeks.append((TP0, committed[TP0]))  # aiokafka's own seek, in its thread
+        assert await _delivered(consumer) == [(CHANGELOG.topic, 5, 2)]  # drained meanwhile
+        return committed
+
+    consumer.seek_to_committed = seek_to_committed
+    await consumer.perform_seek()
+    # the assignment's seek, then the read again once it is done: 97 is read again
+    assert consumer.seeks == [(TP0, 97), (TP0, 97)]
+    assert consumer._read_offset[TP0] == 96
+    assert not consumer._read_again
+
+
+async def test_no_skip_delivers_nothing_of_a_partition_waiting_to_be_read_again() -> None:
+    consumer = _fetching(compat.NoSkipConsumer, _nothing)
+    consumer._read_again.add(TP0)  # dropped earlier; its assignment's seek still to come
+    assert await _delivered(consumer) == [(CHANGELOG.topic, 5, 1)]
+    assert consumer.seeks == []  # not sought yet in this assignment: left to that seek
+    consumer._seeked.add(TP0)
+    consumer._committed_offset[TP0] = 12
+    delivered = await _delivered(consumer)  # the next fetch seeks it, and drops its older records
+    assert consumer.seeks == [(TP0, 12)]
+    assert [o for t, o, _ in delivered if t == "signals"] == []
+    delivered = await _delivered(consumer)  # read from the sought position: delivered
+    assert [o for t, o, _ in delivered if t == "signals"] == [12, 13]
+    assert consumer.seeks == [(TP0, 12)]  # no loop of seeks
