@@ -259,7 +259,8 @@ class Settings(BaseSettings):
         "TRADING_ACCOUNTS_JSON",
         None,
         'Account registry as JSON: an array or `{"accounts": [...]}` of '
-        "`label, mode, api_key, secret_key, base_url, enabled`.",
+        "`label, mode, api_key, secret_key, base_url, enabled` and optional per-account "
+        "`limits` (README: Accounts).",
     )
     accounts_file: Path | None = env(
         "TRADING_ACCOUNTS_FILE", None, "Account registry as a YAML or JSON file (same entries)."
