@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 THROTTLE_OPERATOR = "torghut-streams"  # the operator named by commands this system issues
 NOTHING_HELD = frozenset({"canceled", "expired", "rejected", "replaced"})
+SIDES = frozenset(a.value for a in Action)
+# The broker's clock may differ from this worker's by up to this much (both NTP-synchronised).
+BROKER_CLOCK_MARGIN = timedelta(seconds=5)
 
 
 class OrderGuard:
@@ -81,6 +84,7 @@ class OrderGuard:
         orders = [
             Sent(r.at, r.decision_hash, position_symbol(r.symbol), Action(r.side), r.notional)
             for r in rows
+            if r.side in SIDES  # a lane's orders are buys or sells
         ]
         self.activity(label).restore(orders, now, self.limits_for(label).keep)
         return len(orders)
@@ -88,7 +92,12 @@ class OrderGuard:
     # ---- buys placed outside this system (the order feed of this worker's accounts)
     def observe_order(self, update: TradeUpdate, now: datetime) -> None:
         """An order event of an account: a buy this worker did not send, seen for the first
-        time, is held back from the buying power until a snapshot requested later holds it."""
+        time, is held back from the buying power until a snapshot requested later holds it.
+
+        It counts as placed at `now` (when it was seen), or earlier when the broker's own time
+        for it says so: created (or, for a fill, executed) more than `BROKER_CLOCK_MARGIN`
+        before a snapshot was requested, the broker held it in that snapshot's buying power
+        (an order placed before a restart and filled during it is not counted twice)."""
         order_id = update.order_id
         own = self.activity(update.account_label).day_hashes
         if order_id is None or update.client_order_id in own:
@@ -100,7 +109,9 @@ class OrderGuard:
             return  # closed before it held anything
         notional = buy_notional(update)
         if notional is not None and notional > 0:
-            pending[order_id] = PendingBuy(order_id, notional, now)
+            placed = broker_time(update)
+            seen = now if placed is None else min(now, placed + BROKER_CLOCK_MARGIN)
+            pending[order_id] = PendingBuy(order_id, notional, seen)
 
     def pending_buys(self, label: str, snapshot: AccountSnapshot | None) -> list[PendingBuy]:
         """The buys placed elsewhere that `snapshot` may not hold (older ones are forgotten)."""
@@ -230,6 +241,21 @@ def buy_notional(update: TradeUpdate) -> Decimal | None:
     if qty is None or price is None:
         return None
     return qty * price
+
+
+def broker_time(update: TradeUpdate) -> datetime | None:
+    """The latest the broker can have accepted the order: its `created_at`, else the event's
+    own time (a fill comes after the order's acceptance)."""
+    order: Any = update.raw.get("order")
+    created = order.get("created_at") if isinstance(order, Mapping) else None
+    if isinstance(created, str) and created:
+        try:
+            parsed = datetime.fromisoformat(created.replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed
+    return update.event_ts
 
 
 def _number(value: Any) -> Decimal | None:

@@ -137,6 +137,7 @@ def update(
     side: str = "buy",
     status: str = "new",
     client_order_id: str = "by-hand",
+    event_ts: datetime = NOW,
     **order: Any,
 ) -> TradeUpdate:
     body = {"id": order_id, "client_order_id": client_order_id, "side": side, **order}
@@ -145,7 +146,7 @@ def update(
         attribution=Attribution.payload,
         fingerprint=f"fp-{order_id}-{status}",
         event=status,
-        event_ts=NOW,
+        event_ts=event_ts,
         order_id=order_id,
         client_order_id=client_order_id,
         status=status,
@@ -182,6 +183,11 @@ def test_buying_power_holds_back_buys_the_snapshot_does_not_hold() -> None:
     guard.observe_order(
         update("own", client_order_id=mine.decision_hash, qty="5", limit_price="100"), NOW
     )
+    # seen late, but the broker created it a minute before the snapshot: the snapshot holds it
+    old = update(
+        "old", qty="10", limit_price="90", created_at=(NOW - timedelta(minutes=1)).isoformat()
+    )
+    guard.observe_order(old, NOW + timedelta(seconds=1))
     assert [p.order_id for p in guard.pending_buys("alpha", snap)] == ["late"]
     assert [p.notional for p in guard.pending_buys("alpha", snap)] == [Decimal(900)]
     at = NOW + timedelta(seconds=3)
@@ -216,7 +222,7 @@ async def test_the_lane_refuses_at_the_last_moment_a_buy_above_what_is_left(
     assert first.state is LedgerState.submitted
     # an order placed by hand after the snapshot: 10 @ 90 held back
     seen = r.clock() + timedelta(seconds=1)
-    guard.observe_order(update("hand", qty="10", limit_price="90"), seen)
+    guard.observe_order(update("hand", qty="10", limit_price="90", event_ts=seen), seen)
     r.clock.advance(1)
     refused = await r.lane.handle(make_decision(notional="2000", event_ts=r.clock()))
     assert refused.state is LedgerState.rejected
