@@ -36,6 +36,7 @@ from streams.domain.strategy.registry import StrategyConfigError
 from streams.domain.trading_state import TradingStateBook
 from streams.execution.control_feed import STALE as CONTROL_FEED_STALE
 from streams.execution.control_feed import ControlFeed
+from streams.execution.lane import utc_now
 from streams.execution.orchestration import LanesRunner
 from streams.execution.order_guard import ControlTopicTradingState, OrderGuard
 from streams.execution.persist import ControlAudit, LaneSink
@@ -136,6 +137,7 @@ class WorkerContext:
             PretradeLimits.from_settings(settings),
             latch=self._publish_latch,
             live_accounts=frozenset(a.label for a in self.registry.accounts if a.is_live),
+            overrides={a.label: a.limits.overrides() for a in self.registry.accounts},
         )
         self.control_feed = ControlFeed(
             bootstrap_servers(settings.kafka_brokers),
@@ -166,7 +168,8 @@ class WorkerContext:
         self.signal_pipeline = self._signal_pipeline()
         self.signal_decoder = SignalDecoder.for_settings(settings)  # owns the registry cache
         self.price_feed: PriceFeed | None = None
-        if settings.price_collar_bps > 0:  # the collar's reference prices, read on every worker
+        # The collar's reference prices, read on every worker (when any account has a collar).
+        if self.order_guard.any_limit(lambda limits: limits.collar_bps > 0):
             self.price_feed = PriceFeed(
                 bootstrap_servers(settings.kafka_brokers),
                 settings.signals_topic,
@@ -209,6 +212,8 @@ class WorkerContext:
             refresh_snapshot=self._refresh_snapshot,
             gates=self.lane_gates,
             trading_state=self.trading_state,
+            windows=self.order_guard,
+            observe_order=lambda update: self.order_guard.observe_order(update, utc_now()),
         )
         self.startup = StartupReconciliation(
             self.lane_gates,

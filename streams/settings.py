@@ -259,7 +259,8 @@ class Settings(BaseSettings):
         "TRADING_ACCOUNTS_JSON",
         None,
         'Account registry as JSON: an array or `{"accounts": [...]}` of '
-        "`label, mode, api_key, secret_key, base_url, enabled`.",
+        "`label, mode, api_key, secret_key, base_url, enabled` and optional per-account "
+        "`limits` (README: Accounts).",
     )
     accounts_file: Path | None = env(
         "TRADING_ACCOUNTS_FILE", None, "Account registry as a YAML or JSON file (same entries)."
@@ -346,21 +347,25 @@ class Settings(BaseSettings):
         "TRADING_MAX_ORDER_QTY",
         10000.0,
         "Largest quantity of one order (`max_order_qty_exceeded`); 0 disables.",
+        ge=0,
     )
     max_open_orders: int = env(
         "TRADING_MAX_OPEN_ORDERS",
         50,
         "Most open (unfilled) orders of one account (`max_open_orders_exceeded`); 0 disables.",
+        ge=0,
     )
     order_rate_per_second: int = env(
         "TRADING_ORDER_RATE_PER_SECOND",
         5,
         "Most orders one account sends per second (`order_rate_throttled`); 0 disables.",
+        ge=0,
     )
     order_rate_per_minute: int = env(
         "TRADING_ORDER_RATE_PER_MINUTE",
         120,
         "Most orders one account sends per minute (`order_rate_throttled`); 0 disables.",
+        ge=0,
     )
     throttle_latch_hits: int = env(
         "TRADING_THROTTLE_LATCH_HITS",
@@ -368,6 +373,7 @@ class Settings(BaseSettings):
         "Throttle refusals within `TRADING_THROTTLE_LATCH_WINDOW_SECONDS` after which the "
         "account is set `halted` through the control topic until an operator sets it `active`; "
         "0 never latches.",
+        ge=0,
     )
     throttle_latch_window_seconds: float = env(
         "TRADING_THROTTLE_LATCH_WINDOW_SECONDS",
@@ -379,12 +385,15 @@ class Settings(BaseSettings):
         5.0,
         "The same account, symbol and side from another decision within this many seconds of an "
         "order sent is refused (`duplicate_intent`); 0 disables.",
+        ge=0,
     )
     daily_notional_cap: float = env(
         "TRADING_DAILY_NOTIONAL_CAP",
         250000.0,
-        "Most notional (USD) one account sends per UTC day (`daily_notional_cap_exceeded`); "
+        "Most notional (USD) one account sends per trading day, the America/New_York calendar "
+        "date (`daily_notional_cap_exceeded`); "
         "0 disables.",
+        ge=0,
     )
     price_collar_bps: float = env(
         "TRADING_PRICE_COLLAR_BPS",
@@ -393,6 +402,7 @@ class Settings(BaseSettings):
         "symbol, read by every worker from the signals topic (`price_collar_exceeded`; no TA "
         "price younger than `TRADING_PRICE_REFERENCE_MAX_AGE_SECONDS`: "
         "`price_reference_missing`); replays on paper lanes are exempt; 0 disables.",
+        ge=0,
     )
     price_reference_max_age_seconds: float = env(
         "TRADING_PRICE_REFERENCE_MAX_AGE_SECONDS",
@@ -405,7 +415,7 @@ class Settings(BaseSettings):
         "A decision older than this (signal event time) is rejected as stale.",
     )
     max_notional_per_order: float = env(
-        "TRADING_MAX_NOTIONAL_PER_ORDER", 5000.0, "Hard cap on one order's notional (USD)."
+        "TRADING_MAX_NOTIONAL_PER_ORDER", 5000.0, "Hard cap on one order's notional (USD).", ge=0
     )
     max_position_pct_equity: float = env(
         "TRADING_MAX_POSITION_PCT_EQUITY",

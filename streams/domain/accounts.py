@@ -6,6 +6,10 @@ Sources, in order:
 - otherwise: one lane synthesised from `APCA_API_KEY_ID`, `APCA_API_SECRET_KEY`,
   `APCA_API_BASE_URL`, `TRADING_ACCOUNT_LABEL` and `TRADING_MODE`.
 
+A registry entry may override the pre-trade limits of its account (`limits`, see
+`AccountLimits`); a limit not overridden is the setting's. An entry without `limits` is what it
+always was.
+
 Every problem is collected and raised at once (`AccountConfigError.errors`, each naming the entry
 or variable and the field). Messages never contain a secret: key values are registered with
 `streams.domain.secrets` before anything is validated, and no message quotes an input value.
@@ -23,7 +27,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from schemas.common import LABEL_PATTERN, LABEL_RULE, check_label
 from streams.domain import secrets
@@ -55,6 +66,27 @@ def validate_label(label: str) -> str:
     return check_label(label)
 
 
+class AccountLimits(BaseModel):
+    """Per-account overrides of the pre-trade limits (registry entry field `limits`); a field
+    left out (None) is the setting's default. Each takes the value its setting takes (0 disables
+    the limit); negative values and unknown keys are configuration errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_order_qty: float | None = Field(None, ge=0)  # TRADING_MAX_ORDER_QTY
+    max_notional_per_order: float | None = Field(None, ge=0)  # TRADING_MAX_NOTIONAL_PER_ORDER
+    max_open_orders: int | None = Field(None, ge=0)  # TRADING_MAX_OPEN_ORDERS
+    order_rate_per_second: int | None = Field(None, ge=0)  # TRADING_ORDER_RATE_PER_SECOND
+    order_rate_per_minute: int | None = Field(None, ge=0)  # TRADING_ORDER_RATE_PER_MINUTE
+    duplicate_intent_seconds: float | None = Field(None, ge=0)  # TRADING_DUPLICATE_INTENT_SECONDS
+    daily_notional_cap: float | None = Field(None, ge=0)  # TRADING_DAILY_NOTIONAL_CAP
+    price_collar_bps: float | None = Field(None, ge=0)  # TRADING_PRICE_COLLAR_BPS
+
+    def overrides(self) -> dict[str, float | int]:
+        """The fields set, by name (the names of the matching `Settings` fields)."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class Account(BaseModel):
     """One trading account (one execution lane). Secrets stay `SecretStr` until the broker call."""
 
@@ -66,6 +98,7 @@ class Account(BaseModel):
     secret_key: SecretStr
     base_url: str
     enabled: bool = True
+    limits: AccountLimits = AccountLimits()
 
     @field_validator("label")
     @classmethod
@@ -140,6 +173,7 @@ class _Entry(BaseModel):
     secret_key: SecretStr
     base_url: str | None = None
     enabled: bool = True
+    limits: AccountLimits = AccountLimits()
 
 
 def _broker_url_errors(url: str, mode: AccountMode, where: str) -> tuple[str, list[str]]:
@@ -198,6 +232,14 @@ def _entry_problems(name: str, raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _message(err: Any) -> str:
+    """pydantic's message, naming the known limits when an unknown one is given."""
+    loc = err["loc"]
+    if err["type"] == "extra_forbidden" and len(loc) == 2 and loc[0] == "limits":
+        return f"unknown limit (known: {', '.join(AccountLimits.model_fields)})"
+    return str(err["msg"])
+
+
 def _parse_entry(index: int, raw: Any, live_enabled: bool) -> tuple[Account | None, list[str]]:
     name = _entry_name(index, raw)
     if not isinstance(raw, Mapping):
@@ -207,7 +249,7 @@ def _parse_entry(index: int, raw: Any, live_enabled: bool) -> tuple[Account | No
         entry = _Entry.model_validate(raw)
     except ValidationError as exc:
         return None, problems + [
-            f"{name}: {'.'.join(str(p) for p in err['loc']) or '<entry>'}: {err['msg']}"
+            f"{name}: {'.'.join(str(p) for p in err['loc']) or '<entry>'}: {_message(err)}"
             for err in exc.errors(include_url=False, include_input=False, include_context=False)
         ]
     if entry.mode is AccountMode.live and not live_enabled:
@@ -226,6 +268,7 @@ def _parse_entry(index: int, raw: Any, live_enabled: bool) -> tuple[Account | No
         secret_key=entry.secret_key,
         base_url=base_url,
         enabled=entry.enabled,
+        limits=entry.limits,
     )
     return account, []
 

@@ -10,25 +10,35 @@ Each refusal is a persisted rejection reason:
   latch the account to `halted` (the caller publishes it on the control topic);
 - `duplicate_intent`: the same symbol and side sent for another decision within
   `TRADING_DUPLICATE_INTENT_SECONDS`;
-- `daily_notional_cap_exceeded`: the UTC day's notional sent plus this order above
-  `TRADING_DAILY_NOTIONAL_CAP`;
+- `daily_notional_cap_exceeded`: the trading day's notional sent plus this order above
+  `TRADING_DAILY_NOTIONAL_CAP`; the trading day is the America/New_York calendar date
+  (`trading_day`), the day Alpaca's account day, day orders and day-trade counts follow;
 - `price_collar_exceeded` / `price_reference_missing`: the order's price more than
   `TRADING_PRICE_COLLAR_BPS` away from the latest TA price of its symbol, or no TA price younger
-  than `TRADING_PRICE_REFERENCE_MAX_AGE_SECONDS`.
+  than `TRADING_PRICE_REFERENCE_MAX_AGE_SECONDS`;
+- `insufficient_buying_power` (`buying_power_reason`): a buy above the broker's buying power at
+  the snapshot minus the orders the snapshot does not hold yet.
 
-`AccountActivity` is what one worker knows of an account's recent orders; it is rebuilt from
-nothing after a restart (see the README for what that means for the daily cap).
+Each limit may be overridden per account in the registry (`PretradeLimits.with_overrides`).
+
+`AccountActivity` is what one worker knows of an account's recent orders. When a lane starts
+trading on a worker (start-up reconciliation, also after a lane move), it is rebuilt from
+Postgres (`AccountActivity.restore`): the orders of the account that reached the broker since
+the start of the trading day, so a restart or a lane move never starts a window afresh.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from schemas.decision import Action
-from streams.domain.sizing import OrderPlan, position_symbol
+from streams.domain.sizing import AccountSnapshot, OrderPlan, position_symbol
 from streams.settings import Settings
 
 MAX_ORDER_QTY = "max_order_qty_exceeded"
@@ -38,6 +48,8 @@ DUPLICATE_INTENT = "duplicate_intent"
 DAILY_NOTIONAL = "daily_notional_cap_exceeded"
 PRICE_COLLAR = "price_collar_exceeded"
 PRICE_REFERENCE_MISSING = "price_reference_missing"
+INSUFFICIENT_BUYING_POWER = "insufficient_buying_power"  # the same reason sizing gives
+TRADING_DAY_ZONE = ZoneInfo("America/New_York")
 REASONS = (
     MAX_ORDER_QTY,
     MAX_OPEN_ORDERS,
@@ -49,6 +61,17 @@ REASONS = (
 )
 ZERO = Decimal(0)
 BPS = Decimal(10000)
+
+
+def trading_day(at: datetime) -> date:
+    """The trading day of `at`: its America/New_York calendar date (midnight to midnight New
+    York time, daylight saving included)."""
+    return at.astimezone(TRADING_DAY_ZONE).date()
+
+
+def trading_day_start(at: datetime) -> datetime:
+    """The start of `at`'s trading day (New York midnight), as an aware datetime."""
+    return datetime.combine(trading_day(at), time(0), TRADING_DAY_ZONE)
 
 
 @dataclass(frozen=True)
@@ -81,6 +104,32 @@ class PretradeLimits:
             reference_max_age=timedelta(seconds=settings.price_reference_max_age_seconds),
         )
 
+    def with_overrides(self, overrides: Mapping[str, Any]) -> PretradeLimits:
+        """These limits with an account's overrides (`AccountLimits.overrides()`: settings
+        field names; `max_notional_per_order` belongs to sizing and is ignored here)."""
+        changes: dict[str, Any] = {}
+        for name, value in overrides.items():
+            if name == "max_order_qty":
+                changes["max_order_qty"] = Decimal(str(value))
+            elif name == "max_open_orders":
+                changes["max_open_orders"] = int(value)
+            elif name == "order_rate_per_second":
+                changes["rate_per_second"] = int(value)
+            elif name == "order_rate_per_minute":
+                changes["rate_per_minute"] = int(value)
+            elif name == "duplicate_intent_seconds":
+                changes["duplicate_intent"] = timedelta(seconds=float(value))
+            elif name == "daily_notional_cap":
+                changes["daily_notional_cap"] = Decimal(str(value))
+            elif name == "price_collar_bps":
+                changes["collar_bps"] = Decimal(str(value))
+        return replace(self, **changes)
+
+    @property
+    def keep(self) -> timedelta:
+        """How long an order sent matters to the rate and duplicate-intent windows."""
+        return max(timedelta(minutes=1), self.duplicate_intent)
+
 
 @dataclass(frozen=True)
 class Sent:
@@ -98,21 +147,48 @@ class AccountActivity:
     sent: deque[Sent] = field(default_factory=deque)
     day: date | None = None
     day_notional: Decimal = ZERO
+    day_hashes: set[str] = field(default_factory=set)  # the orders counted in day_notional
     open_at_snapshot: int = 0  # the broker's open orders at the last count
     counted_at: datetime | None = None
     throttle_hits: deque[datetime] = field(default_factory=deque)
+    restored_at: datetime | None = None  # rebuilt from Postgres (start-up reconciliation)
 
     def _trim(self, now: datetime, keep: timedelta) -> None:
         while self.sent and now - self.sent[0].at > keep:
             self.sent.popleft()
 
+    def _count_day(self, decision_hash: str, notional: Decimal, at: datetime) -> None:
+        day = trading_day(at)
+        if self.day is None or day > self.day:
+            self.day, self.day_notional, self.day_hashes = day, ZERO, set()
+        if day == self.day and decision_hash not in self.day_hashes:
+            self.day_hashes.add(decision_hash)
+            self.day_notional += notional
+
+    def spent_today(self, now: datetime) -> Decimal:
+        return self.day_notional if self.day == trading_day(now) else ZERO
+
     def record(self, plan: OrderPlan, decision_hash: str, now: datetime) -> None:
-        if self.day != now.date():
-            self.day, self.day_notional = now.date(), ZERO
-        self.day_notional += plan.notional
+        self._count_day(decision_hash, plan.notional, now)
         self.sent.append(
             Sent(now, decision_hash, position_symbol(plan.symbol), plan.side, plan.notional)
         )
+
+    def restore(self, orders: Iterable[Sent], now: datetime, keep: timedelta) -> None:
+        """Merge the account's orders that reached the broker (read from Postgres) into what
+        this worker knows: each order counted once (by decision hash) in the trading day's
+        notional, and those younger than `keep` in the rate and duplicate-intent windows."""
+        known = {s.decision_hash for s in self.sent}
+        merged = list(self.sent)
+        for order in orders:
+            self._count_day(order.decision_hash, order.notional, order.at)
+            if order.decision_hash not in known and now - order.at <= keep:
+                known.add(order.decision_hash)
+                merged.append(order)
+        merged.sort(key=lambda s: s.at)
+        self.sent = deque(merged)
+        self._trim(now, keep)
+        self.restored_at = now
 
     def set_open_orders(self, count: int, at: datetime) -> None:
         self.open_at_snapshot, self.counted_at = count, at
@@ -159,7 +235,7 @@ def check(
     """Every pre-trade reason that applies to sending `plan` now (empty: it may go); `collar`
     False skips the price collar (a replay of history on a paper lane)."""
     reasons: list[str] = []
-    activity._trim(now, max(timedelta(minutes=1), limits.duplicate_intent))
+    activity._trim(now, limits.keep)
     if limits.max_order_qty > ZERO and plan.qty > limits.max_order_qty:
         reasons.append(MAX_ORDER_QTY)
     if limits.max_open_orders > 0 and activity.open_orders() >= limits.max_open_orders:
@@ -170,10 +246,9 @@ def check(
         limits, activity, plan, decision_hash, now
     ):
         reasons.append(DUPLICATE_INTENT)
-    if limits.daily_notional_cap > ZERO:
-        spent = activity.day_notional if activity.day == now.date() else ZERO
-        if spent + plan.notional > limits.daily_notional_cap:
-            reasons.append(DAILY_NOTIONAL)
+    cap = limits.daily_notional_cap
+    if cap > ZERO and activity.spent_today(now) + plan.notional > cap:
+        reasons.append(DAILY_NOTIONAL)
     collared = collar_reason(limits, plan.price, reference, now) if collar else None
     if collared is not None:
         reasons.append(collared)
@@ -205,3 +280,39 @@ def _duplicate(
         and now - s.at < limits.duplicate_intent
         for s in activity.sent
     )
+
+
+@dataclass(frozen=True)
+class PendingBuy:
+    """A buy of the account this worker first saw at `seen_at` that it did not send itself
+    (placed at the broker by hand or by another system: seen through the order feed)."""
+
+    order_id: str
+    notional: Decimal
+    seen_at: datetime
+
+
+def unreflected(
+    snapshot: AccountSnapshot | None, pending: Iterable[PendingBuy]
+) -> list[PendingBuy]:
+    """The buys `snapshot` may not hold: first seen after it was requested (the broker held
+    back every order it had accepted by then). Without a request time, all of them."""
+    requested = snapshot.requested_at if snapshot is not None else None
+    return [p for p in pending if requested is None or p.seen_at >= requested]
+
+
+def buying_power_reason(
+    plan: OrderPlan, snapshot: AccountSnapshot | None, pending: Iterable[PendingBuy]
+) -> str | None:
+    """`insufficient_buying_power` when a buy does not fit what is left of the broker's buying
+    power: the snapshot's (the broker's value when it was requested, which holds back every
+    order open then, minus every order this lane sent since: `AccountSnapshot.after_order`)
+    minus the buys placed elsewhere that the snapshot does not hold yet. Sells are not checked.
+    """
+    if plan.side is not Action.buy or snapshot is None:
+        return None
+    power = snapshot.crypto_buying_power if plan.crypto else snapshot.buying_power
+    held_back = sum((p.notional for p in unreflected(snapshot, pending)), ZERO)
+    if plan.notional > power - held_back:
+        return INSUFFICIENT_BUYING_POWER
+    return None

@@ -72,6 +72,9 @@ class AccountSnapshot:
     buying_power: Decimal
     crypto_buying_power: Decimal
     holdings: Mapping[str, Holding] = field(default_factory=dict)
+    # When the broker was asked (before `GET /v2/account`): every order the broker had accepted
+    # by then is held back in its buying power; an order first seen after may not be.
+    requested_at: datetime | None = None
 
     def holding(self, symbol: str) -> Holding:
         return self.holdings.get(position_symbol(symbol), Holding(ZERO, ZERO))
@@ -99,6 +102,7 @@ class AccountSnapshot:
         account: Mapping[str, Any],
         positions: Iterable[Mapping[str, Any]],
         as_of: datetime,
+        requested_at: datetime | None = None,
     ) -> AccountSnapshot:
         """From `GET /v2/account` and `GET /v2/positions` bodies (decimal strings)."""
         buying_power = _dec(account.get("buying_power"))
@@ -116,6 +120,7 @@ class AccountSnapshot:
             buying_power=buying_power,
             crypto_buying_power=_dec(account.get("non_marginable_buying_power"), buying_power),
             holdings=holdings,
+            requested_at=requested_at,
         )
 
 

@@ -45,7 +45,7 @@ from streams.domain.risk import (
     gate_reasons,
     is_stale,
 )
-from streams.domain.sizing import AccountSnapshot, OrderPlan, size_order
+from streams.domain.sizing import AccountSnapshot, OrderPlan, SizingLimits, size_order
 from streams.errors import is_poison, reason_code
 from streams.execution.crash import CrashPoints
 from streams.observability.metrics import PERSIST_QUARANTINED, SLOT_CONFLICTS
@@ -186,7 +186,12 @@ class Lane:
     # The broker account number these keys reach, once checked against the label's pin.
     verified_account: str | None = None
     mismatch: str | None = None  # why the lane is stopped: its keys reach another account
-    last_order_sent: datetime | None = None  # a snapshot requested before it lacks the order
+    # The last order's POST: its start, then its answer. A snapshot requested before it may
+    # lack that order (the broker may not have had it yet): it never replaces the snapshot
+    # holding the order's reservation.
+    last_order_sent: datetime | None = None
+    # The account's sizing limits when its registry entry overrides one (else the policy's).
+    sizing: SizingLimits | None = None
 
     @property
     def label(self) -> str:
@@ -345,7 +350,7 @@ class Lane:
             snapshot = await self._current_snapshot(now)
         except BrokerError as exc:
             return await self._broker_refused(entry, exc)
-        result = size_order(decision, snapshot, self.env.policy.sizing)
+        result = size_order(decision, snapshot, self.sizing or self.env.policy.sizing)
         if result.plan is None:
             return await self._reject(entry, result.reasons)
         planned = entry.planned(result.plan, self.env.clock())
@@ -527,6 +532,7 @@ class Lane:
         self, submitting: LedgerEntry, order: dict[str, Any], started: float
     ) -> LedgerEntry:
         now = self.env.clock()
+        self.last_order_sent = now  # the broker has it: a snapshot requested from now holds it
         done = submitting.submitted(order, now)
         self.env.index.remember(self.label, alpaca_order_id=done.alpaca_order_id)
         await self._store(done)
@@ -676,7 +682,9 @@ class Lane:
             raise
         self._note_ok()
         await self._pin(str(account.get("account_number") or ""))
-        snapshot = AccountSnapshot.from_alpaca(self.label, account, positions, self.env.clock())
+        snapshot = AccountSnapshot.from_alpaca(
+            self.label, account, positions, self.env.clock(), requested
+        )
         sent = self.last_order_sent
         if self.snapshot is not None and sent is not None and requested <= sent:
             return self.snapshot  # older than the last order: keep the reservation

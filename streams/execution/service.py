@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Protocol
 
 from schemas.decision import AccountDecision
@@ -80,7 +82,11 @@ class LaneService:
         self.flags = flags
         self.clock = clock
         self.states = states if states is not None else TradingStateBook()
-        self.guard = guard or OrderGuard(self.states, PretradeLimits.from_settings(settings))
+        self.guard = guard or OrderGuard(
+            self.states,
+            PretradeLimits.from_settings(settings),
+            overrides={a.label: a.limits.overrides() for a in registry.accounts},
+        )
         self.actions: ControlActions | None = None
         if audit is not None:
             self.actions = ControlActions(
@@ -114,7 +120,13 @@ class LaneService:
             status.configure(mode=account.mode.value, enabled=True)
             broker = brokers.for_account(account)
             self._brokers[account.label] = broker
-            self.lanes[account.label] = Lane(account, broker, self.env, status)
+            lane = Lane(account, broker, self.env, status)
+            cap = account.limits.max_notional_per_order
+            if cap is not None:  # the registry overrides TRADING_MAX_NOTIONAL_PER_ORDER
+                lane.sizing = replace(
+                    self.env.policy.sizing, max_notional_per_order=Decimal(str(cap))
+                )
+            self.lanes[account.label] = lane
         self._engaged: dict[str, bool] = {}
         self._dirty_cursors: set[str] = set()
         self._tasks: set[asyncio.Task[object]] = set()
@@ -208,7 +220,7 @@ class LaneService:
         except BrokerError as exc:
             log.warning("account snapshot failed", extra={"account": lane.label, "error": str(exc)})
             return None
-        if self.guard.limits.max_open_orders > 0:
+        if self.guard.limits_for(lane.label).max_open_orders > 0:
             await self._count_open_orders(lane)
         return snapshot
 

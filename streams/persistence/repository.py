@@ -39,6 +39,7 @@ from streams.persistence.rows import (
     PendingDecision,
     PositionSnapshotRow,
     StrategyRow,
+    SubmissionRow,
 )
 from streams.persistence.status import (
     DECISION_RANKS,
@@ -259,6 +260,22 @@ ON CONFLICT DO NOTHING
 """
 
 
+# The average price after an update that has none (a replayed fill activity carries its own
+# price and quantity, not the order's average): the stored average of what was filled before,
+# weighted with the stored fills (one row per broker execution id) that take the order from
+# there to the update's cumulative quantity; NULL unless those fills add up to exactly that.
+_FILLS_AVG = """(
+    SELECT (e.filled_qty * COALESCE(e.avg_fill_price, 0) + SUM(ev.qty * ev.price)) / $6::numeric
+    FROM execution_order_events ev
+    WHERE ev.execution_id = e.id AND ev.alpaca_account_label = $1::text
+      AND ev.execution_id_alpaca IS NOT NULL AND ev.event_type IN ('fill', 'partial_fill')
+      AND ev.qty > 0 AND ev.price IS NOT NULL
+      AND ev.filled_qty > e.filled_qty AND ev.filled_qty <= $6::numeric
+    HAVING SUM(ev.qty) = $6::numeric - e.filled_qty
+       AND (e.filled_qty = 0 OR e.avg_fill_price IS NOT NULL)
+)"""
+
+
 def _apply_sql(target: str) -> str:
     """One statement: find the execution (`target`), move it forward if the update allows,
     mirror the new status to its decision, and report both the old and the new state.
@@ -275,7 +292,7 @@ upd AS (
                       ELSE e.status END,
         filled_qty = GREATEST(e.filled_qty, COALESCE($6::numeric, e.filled_qty)),
         avg_fill_price = CASE WHEN COALESCE($6::numeric, e.filled_qty) > e.filled_qty
-                              THEN COALESCE($7::numeric, e.avg_fill_price)
+                              THEN COALESCE($7::numeric, {_FILLS_AVG}, e.avg_fill_price)
                               ELSE COALESCE(e.avg_fill_price, $7::numeric) END,
         alpaca_order_id = COALESCE(e.alpaca_order_id, $2::text),
         raw_order = COALESCE($8::jsonb, e.raw_order),
@@ -357,6 +374,21 @@ _OPEN_EXECUTIONS = f"""
 SELECT {_EXECUTION_COLUMNS} FROM executions
 WHERE alpaca_account_label = $1 AND status <> ALL($2::text[])
 ORDER BY id
+"""
+
+# The account's orders that reached the broker (a `system` execution) recorded since $4, for
+# rebuilding the pre-trade windows. The decision's index (account, status, created_at) bounds
+# the scan: a decision row is written before its order is sent, at most the decision age limit
+# after its signal ($3 is that much earlier than $4).
+_RECENT_SUBMISSIONS = """
+SELECT e.client_order_id AS decision_hash, e.symbol, e.side, e.created_at AS at,
+       e.submitted_qty * COALESCE(d.price, d.notional / NULLIF(d.qty, 0), 0) AS notional
+FROM trade_decisions d
+JOIN executions e
+  ON e.trade_decision_id = d.id AND e.alpaca_account_label = d.alpaca_account_label
+WHERE d.alpaca_account_label = $1 AND d.status = ANY($2::text[]) AND d.created_at >= $3
+  AND e.alpaca_account_label = $1 AND e.origin = 'system' AND e.created_at >= $4
+ORDER BY e.created_at, e.id
 """
 
 _GET_EXECUTION = f"""
@@ -959,6 +991,25 @@ class Repository:
             async with conn.transaction():
                 await self._late_link(conn, row, int(execution_id), None)
             return int(execution_id)
+
+    async def recent_submissions(
+        self, account: str, since: datetime, decided_since: datetime
+    ) -> list[SubmissionRow]:
+        """`account`'s orders that reached the broker, recorded since `since` (their decision
+        rows written since `decided_since`), oldest first."""
+        records = await self._pool.fetch(
+            _RECENT_SUBMISSIONS, account, sorted(DECISION_RANKS), decided_since, since
+        )
+        return [
+            SubmissionRow(
+                decision_hash=r["decision_hash"],
+                symbol=r["symbol"],
+                side=r["side"],
+                at=r["at"],
+                notional=Decimal(r["notional"]),
+            )
+            for r in records
+        ]
 
     async def decision_exists(self, account: str, decision_hash: str) -> bool:
         return bool(await self._pool.fetchval(_DECISION_EXISTS, account, decision_hash))

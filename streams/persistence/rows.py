@@ -190,3 +190,15 @@ class FillCursorRow:
     account_label: str
     page_token: str | None
     baseline_positions: Mapping[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionRow:
+    """An order of one account that reached the broker (a `system` execution), for rebuilding
+    the pre-trade windows: when its execution was recorded, and its notional."""
+
+    decision_hash: str
+    symbol: str
+    side: str
+    at: datetime
+    notional: Decimal

@@ -74,8 +74,10 @@ class OrderFeedApplier:
         max_event_time_skew: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         retry_seconds: float = 30.0,
+        observe: Callable[[TradeUpdate], None] = lambda update: None,
     ) -> None:
         self._store = store
+        self._observe = observe  # every update applied (the buying-power check's order view)
         self._retry_seconds = retry_seconds
         self._deadline = 0.0  # loop time: the end of the current batch's budget
         self._known = known_accounts
@@ -216,6 +218,7 @@ class OrderFeedApplier:
             return
         outcome = classify(update, result)
         report.count(outcome)
+        self._observed(update)
         account = metrics_account(update.account_label, self._known)
         counter = _OUTCOME_COUNTERS.get(outcome)
         if counter is not None:
@@ -243,6 +246,12 @@ class OrderFeedApplier:
                     "execution_status": result.status,
                 },
             )
+
+    def _observed(self, update: TradeUpdate) -> None:
+        try:
+            self._observe(update)
+        except Exception:  # a view for the lanes: it never fails the apply
+            log.exception("order update not observed", extra={"account": update.account_label})
 
     async def _retry(self, call: Callable[[], Awaitable[T]], what: str) -> T:
         """Transient failures retried until the batch's budget ends (then raised)."""

@@ -8,20 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from streams.broker.pool import BrokerPool
 from streams.compat import held_until_handled
 from streams.dlq import DeadLetters
 from streams.domain.accounts import AccountRegistry
 from streams.domain.trade_updates import metrics
+from streams.domain.trade_updates.model import TradeUpdate
 from streams.domain.trade_updates.rest import execution_from_rest, order_update_from_rest
 from streams.errors import exit_worker, is_infrastructure
 from streams.observability.status import StatusBoard
-from streams.persistence.rows import ApplyResult, ExecutionRow, OrderEventRow, OrderUpdateRow
+from streams.persistence.rows import (
+    ApplyResult,
+    ExecutionRow,
+    OrderEventRow,
+    OrderUpdateRow,
+    SubmissionRow,
+)
 from streams.persistence.shared import RepositoryProvider
 from streams.reconciliation.applier import OrderFeedApplier
 from streams.reconciliation.fills import ReplayReport, replay_fills
@@ -47,6 +54,17 @@ GiveUp = Callable[[str], None]
 ORDER_FEED_UNAVAILABLE = "order_feed_unavailable"
 
 UNSUBMITTED_MARGIN_SECONDS = 60.0
+# A decision row is written before its order is sent; one sent more than this after its row was
+# written (parked that long) is not found by the window rebuild.
+DECIDED_BEFORE_SENT = timedelta(days=1)
+
+
+class PretradeWindows(Protocol):
+    """The pre-trade windows of a worker's accounts (`streams.execution.order_guard.OrderGuard`)."""
+
+    def restore_since(self, label: str, now: datetime) -> datetime: ...
+
+    def restore(self, label: str, rows: Iterable[SubmissionRow], now: datetime) -> int: ...
 
 
 def reconcile_policy(settings: Settings) -> ReconcilePolicy:
@@ -78,8 +96,12 @@ class ReconciliationService:
         give_up: GiveUp = exit_worker,
         gates: LaneGates | None = None,
         trading_state: TradingStateSetter,
+        windows: PretradeWindows | None = None,
+        observe_order: Callable[[TradeUpdate], None] = lambda update: None,
     ) -> None:
         self.settings = settings
+        self._windows = windows
+        self._observe_order = observe_order
         self._give_up = give_up
         self.registry = registry
         self._repositories = repositories
@@ -142,6 +164,7 @@ class ReconciliationService:
             request_reconcile=self.request,
             max_event_time_skew=timedelta(seconds=self.settings.max_event_time_skew_seconds),
             retry_seconds=self.settings.order_feed_retry_seconds,
+            observe=self._observe_order,
         )
 
     async def apply_batches(
@@ -223,6 +246,7 @@ class ReconciliationService:
             now=datetime.now(UTC),
         )
         replay = await self.replay_fills(label, "start")
+        restored = await self.restore_windows(label)
         return {
             "executions_fixed": report.executions_fixed,
             "decisions_recovered": report.decisions_recovered,
@@ -230,7 +254,21 @@ class ReconciliationService:
             "external_adopted": len(open_orders.adopted),
             "orders_linked": open_orders.linked,
             "fills_replayed": replay.fills,
+            "orders_restored": restored,
         }
+
+    async def restore_windows(self, label: str) -> int:
+        """Rebuild the account's pre-trade windows (order rate, duplicate intent, the trading
+        day's notional) from its orders that reached the broker, as Postgres has them (after
+        the steps above recorded any order placed before a crash). The last step before the
+        lane trades: a failure fails the attempt (retried; the lane stays `reconciling`)."""
+        if self._windows is None:
+            return 0
+        repo = await self._repositories.get()
+        now = datetime.now(UTC)
+        since = self._windows.restore_since(label, now)
+        rows = await repo.recent_submissions(label, since, since - DECIDED_BEFORE_SENT)
+        return self._windows.restore(label, rows, now)
 
     # ---- fill replay (issue #17 item 6)
     def _applier_for_replay(self) -> OrderFeedApplier:

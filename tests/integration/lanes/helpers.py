@@ -32,6 +32,7 @@ KEYS = {
     "beta": ("AK-BETA", "SK-BETA-secret"),
     "gamma": ("AK-GAMMA", "SK-GAMMA-secret"),
     "delta": ("AK-DELTA", "SK-DELTA-secret"),
+    "epsilon": ("AK-EPSILON", "SK-EPSILON-secret"),
 }
 PRICES = {"AAPL": "100", "MSFT": "200", "BTC/USD": "50000"}
 _seq = count(1)
@@ -48,8 +49,14 @@ def simulator(labels: Sequence[str] = ("alpha", "beta"), **overrides: Any) -> Ru
     return sim
 
 
-def registry(sim_url: str, labels: Sequence[str], bad: Sequence[str] = ()) -> str:
-    """TRADING_ACCOUNTS_JSON: `labels` with the simulator's keys, `bad` with unknown keys."""
+def registry(
+    sim_url: str,
+    labels: Sequence[str],
+    bad: Sequence[str] = (),
+    limits: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
+    """TRADING_ACCOUNTS_JSON: `labels` with the simulator's keys, `bad` with unknown keys;
+    `limits`: per-account limit overrides by label."""
     entries = [
         {
             "label": label,
@@ -57,6 +64,7 @@ def registry(sim_url: str, labels: Sequence[str], bad: Sequence[str] = ()) -> st
             "api_key": KEYS[label][0],
             "secret_key": KEYS[label][1],
             "base_url": sim_url,
+            **({"limits": dict(limits[label])} if limits and label in limits else {}),
         }
         for label in labels
     ] + [

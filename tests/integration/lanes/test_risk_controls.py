@@ -3,7 +3,9 @@ worker, real Kafka and Postgres, the simulator through alpaca-py. Tests run in f
 share the worker; each releases what it engages.
 
 Accounts: alpha is the one acted on; beta must keep trading and keep its orders and positions
-through everything done to alpha; gamma takes the daily notional cap, delta the throttle latch.
+through everything done to alpha; gamma takes the daily notional cap, delta the throttle latch;
+epsilon has limits of its own in the registry (a smaller order quantity and daily cap, a long
+duplicate-intent window), which also hold across a worker restart.
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 
-LABELS = ["alpha", "beta", "gamma", "delta"]
+LABELS = ["alpha", "beta", "gamma", "delta", "epsilon"]
 FILL_DELAY_MS = 400
+# epsilon's registry entry overrides the settings below (max qty 100, daily cap 30000, 3 s).
+EPSILON_LIMITS = {"max_order_qty": 5, "daily_notional_cap": 1500, "duplicate_intent_seconds": 600}
 
 
 @dataclass
@@ -107,7 +111,7 @@ def world(
     env = lane_env(
         "risk",
         dsn,
-        registry(sim.url, LABELS),
+        registry(sim.url, LABELS, limits={"epsilon": EPSILON_LIMITS}),
         TRADING_SNAPSHOT_INTERVAL_SECONDS="2",
         TRADING_KILL_SWITCH_BROKER_SUSPEND="true",
         TRADING_MAX_NOTIONAL_PER_ORDER="20000",
@@ -415,3 +419,52 @@ async def test_price_feed_reads_recent_signals_from_kafka(stack: StackInfo) -> N
     finally:
         task.cancel()
     assert seen == {"AAPL": Decimal("100.0"), "MSFT": Decimal("200.0")}
+
+
+async def test_per_account_limits_from_the_registry(world: World) -> None:
+    """epsilon is refused at its own caps where the other accounts trade at the settings'."""
+    big = decision("epsilon", "AAPL", notional="800")  # 8 shares: above epsilon's 5
+    theirs = decision("beta", "AAPL", notional="800")  # 8 shares: below the settings' 100
+    await send(world.stack, world.env, big, theirs)
+    assert reasons(await wait_status(world.dsn, big, "rejected")) == ["max_order_qty_exceeded"]
+    await wait_executed(world.dsn, theirs)
+    first = decision("epsilon", "MSFT", notional="1000")  # 5 shares: sent
+    await send(world.stack, world.env, first)
+    await wait_executed(world.dsn, first)
+    over = decision("epsilon", "BTC/USD", notional="600")  # 1600 today: above epsilon's 1500
+    await send(world.stack, world.env, over)
+    assert reasons(await wait_status(world.dsn, over, "rejected")) == [
+        "daily_notional_cap_exceeded"
+    ]
+    gamma_rows = await fetch(
+        world.dsn,
+        "SELECT status FROM trade_decisions WHERE alpaca_account_label = 'gamma' "
+        "AND rejection_reasons ? 'daily_notional_cap_exceeded'",
+    )
+    assert gamma_rows  # gamma met its own cap earlier, at 30000 (test_daily_notional_cap)
+
+
+async def test_windows_survive_a_worker_restart(world: World) -> None:
+    """The duplicate-intent window and the day's notional are rebuilt from Postgres when the
+    lane starts on the new worker: a restart does not let epsilon past its caps."""
+    world.worker.stop()
+    world.worker = start_worker(world.stack, world.env, world.worker.data_dir, "risk-3")
+
+    async def restored() -> dict[str, Any] | None:
+        result = world.lane("epsilon").get("reconciliation", {}).get("last_result", {})
+        return result if result.get("orders_restored") else None
+
+    result = await wait_until(restored, 30, "epsilon's windows restored")
+    assert result["orders_restored"] >= 1  # its MSFT order, sent before the restart
+    again = decision("epsilon", "MSFT", notional="400")  # MSFT buy sent < 600 s ago
+    await send(world.stack, world.env, again)
+    assert reasons(await wait_status(world.dsn, again, "rejected")) == ["duplicate_intent"]
+    other = decision("epsilon", "AAPL", notional="400")  # 1000 + 400 <= 1500: sent
+    await send(world.stack, world.env, other)
+    await wait_executed(world.dsn, other)
+    over = decision("epsilon", "BTC/USD", notional="200")  # 1400 + 200 > 1500
+    await send(world.stack, world.env, over)
+    assert reasons(await wait_status(world.dsn, over, "rejected")) == [
+        "daily_notional_cap_exceeded"
+    ]
+    assert broker_orders(world.sim, again) == [] and broker_orders(world.sim, over) == []

@@ -330,3 +330,79 @@ async def test_a_fill_nobody_here_knows_of_is_position_drift(
             b.close()
     finally:
         a.close()
+
+
+async def test_replayed_fills_carry_the_quantity_weighted_average_price(
+    repo: Repository, head_dsn: str
+) -> None:
+    """Two limit buys fill in parts at two prices (200, then 150) while no trade update is
+    applied; after the replay each execution's average price is the quantity-weighted average
+    of its fills, as the broker's. The second order's first fill came through a trade update
+    (with the order's average then): the replay weights the rest on top of it."""
+    with RunningSimulator(
+        {"accounts": ACCOUNTS}, seed=9, partial_fill_prob=1.0, fill_delay_ms=400
+    ) as slow:
+        slow.admin.set_prices({"MSFT": "200"})
+        a = broker(slow, "acct-a")
+        try:
+            apply = applier(repo).apply_updates
+            await replay_fills("acct-a", a, repo, apply, baseline=no_baseline)  # cursor now
+            client = slow.trading_client("acct-a")
+            orders = [
+                client.submit_order(
+                    LimitOrderRequest(
+                        symbol="MSFT",
+                        qty=40,
+                        side=OrderSide.BUY,
+                        time_in_force=TimeInForce.DAY,
+                        limit_price=200,
+                        client_order_id=cid(f"avg{n}"),
+                    )
+                )
+                for n in range(2)
+            ]
+            for order in orders:
+                await record_order(repo, "acct-a", order)
+            ids = [str(o.id) for o in orders]
+
+            def states() -> list[str]:
+                by_id = {o["id"]: o for o in slow.admin.orders("acct-a")}
+                return [str(by_id[i]["status"]) for i in ids]
+
+            for _ in range(200):  # the first parts fill at 200 ...
+                if all(s == "partially_filled" for s in states()):
+                    break
+                await asyncio.sleep(0.01)
+            slow.admin.set_prices({"MSFT": "300"})  # ... the rest waits above the limit ...
+            assert states() == ["partially_filled", "partially_filled"]
+            slow.admin.set_prices({"MSFT": "150"})  # ... and fills at 150
+            filled = [await broker_filled(slow, "acct-a", i) for i in ids]
+            activities = [
+                x for x in await a.fill_activities(None, 100, "asc") if x["order_id"] in ids
+            ]
+            assert {Decimal(x["price"]) for x in activities} == {Decimal(200), Decimal(150)}
+
+            # The second order's first fill arrives as a trade update with the average then.
+            first = next(x for x in activities if x["order_id"] == ids[1])
+            live = activity_update("acct-a", first).model_copy(
+                update={"fingerprint": "a" * 64, "filled_avg_price": Decimal(first["price"])}
+            )
+            await applier(repo).apply_updates([live])
+
+            report = await replay_fills("acct-a", a, repo, apply, baseline=no_baseline)
+            assert report.fills == len(activities)
+            for order_id, broker_order in zip(ids, filled, strict=True):
+                fills = [x for x in activities if x["order_id"] == order_id]
+                weighted = sum(Decimal(x["qty"]) * Decimal(x["price"]) for x in fills) / sum(
+                    Decimal(x["qty"]) for x in fills
+                )
+                execution = await repo.get_execution("acct-a", alpaca_order_id=order_id)
+                assert execution is not None and execution.status == "filled"
+                assert execution.filled_qty == Decimal(40)
+                assert execution.avg_fill_price is not None
+                got = execution.avg_fill_price.quantize(Decimal("0.0001"))
+                assert got == weighted.quantize(Decimal("0.0001"))
+                assert got == Decimal(broker_order["filled_avg_price"]).quantize(Decimal("0.0001"))
+                assert Decimal(150) < got < Decimal(200)  # really weighted, not the last price
+        finally:
+            a.close()
