@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import count
@@ -16,13 +20,15 @@ from typing import Any, TypeVar
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
-from schemas.codecs import encode_decision
+from schemas.codecs import encode_control, encode_decision
+from schemas.control import ControlCommand, control_key
 from schemas.decision import AccountDecision, Action
 from simulator.testing import RunningSimulator
 from streams.domain.hashing import decision_hash
+from tests.integration.persistence.conftest import _create, _drop
 from tests.support.kafka import create_topics, produce
 from tests.support.pg import fetch
-from tests.support.stack import StackInfo, app_env, app_topics
+from tests.support.stack import ROOT, StackInfo, app_env, app_topics, unique
 from tests.support.worker import Worker
 
 T = TypeVar("T")
@@ -230,3 +236,84 @@ async def topic_values(stack: StackInfo, topic: str, idle: float = 2.0) -> list[
         return out
     finally:
         await consumer.stop()
+
+
+@dataclass
+class World:
+    stack: StackInfo
+    env: dict[str, str]
+    dsn: str
+    sim: RunningSimulator
+    worker: Worker
+
+    def lane(self, label: str) -> dict[str, Any]:
+        lane: dict[str, Any] = self.worker.get("/trading/status").json()["accounts"][label]
+        return lane
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "faust", "-A", "streams.app", *args],
+            cwd=ROOT,
+            env=self.worker.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    async def control(self, command: ControlCommand) -> None:
+        await produce(
+            self.stack.bootstrap,
+            self.env["TORGHUT_CONTROL_TOPIC"],
+            [(control_key(command), encode_control(command))],
+        )
+
+    async def state(self, label: str, value: str) -> None:
+        async def check() -> bool:
+            return bool(self.lane(label)["trading_state"]["state"] == value)
+
+        await wait_until(check, 20, f"{label} trading state {value}")
+
+    async def actions(self, label: str) -> list[Any]:
+        return await fetch(
+            self.dsn,
+            "SELECT command_id, kind, action, scope, operator, reason, status, attempts, result "
+            "FROM control_actions WHERE alpaca_account_label = $1 ORDER BY id",
+            label,
+        )
+
+
+@contextmanager
+def running_world(
+    stack: StackInfo,
+    head_template: str,
+    tmp_path_factory: Any,
+    tag: str,
+    labels: Sequence[str],
+    *,
+    limits: Mapping[str, Mapping[str, Any]] | None = None,
+    fill_delay_ms: int | None = None,
+    **settings: str,
+) -> Iterator[World]:
+    """One worker over its own database (at head), simulator accounts `labels` and topics;
+    `settings` are the worker's extra environment. Everything is stopped and dropped after."""
+    name = unique(tag).replace("-", "_")
+    dsn = asyncio.run(_create(stack, name, template=head_template))
+    sim = (
+        simulator(labels)
+        if fill_delay_ms is None
+        else simulator(labels, fill_delay_ms=fill_delay_ms)
+    )
+    env = lane_env(tag, dsn, registry(sim.url, labels, limits=limits), **settings)
+    asyncio.run(prepare_topics(stack, env))
+    data_dir = tmp_path_factory.mktemp(tag)
+    worker = start_worker(stack, env, data_dir, tag)
+    world = World(stack, env, dsn, sim, worker)
+    try:
+        yield world
+    finally:
+        world.worker.stop()
+        (data_dir / "worker.log").write_text(world.worker.output)
+        sim.stop()
+        asyncio.run(_drop(stack, name))

@@ -11,22 +11,17 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.integration.lanes.helpers import (
+    World,
     broker_orders,
     decision,
-    lane_env,
-    prepare_topics,
     reasons,
-    registry,
+    running_world,
     send,
-    simulator,
-    start_worker,
     wait_executed,
     wait_status,
 )
-from tests.integration.lanes.test_risk_controls import World
-from tests.integration.persistence.conftest import _create, _drop
 from tests.support.kafka import produce
-from tests.support.stack import StackInfo, unique
+from tests.support.stack import StackInfo
 
 pytestmark = pytest.mark.integration
 
@@ -37,27 +32,16 @@ LABELS = ["alpha", "beta"]
 def world(
     stack: StackInfo, head_template: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    name = unique("collar").replace("-", "_")
-    dsn = asyncio.run(_create(stack, name, template=head_template))
-    sim = simulator(LABELS)
-    env = lane_env(
+    with running_world(
+        stack,
+        head_template,
+        tmp_path_factory,
         "collar",
-        dsn,
-        registry(sim.url, LABELS),
+        LABELS,
         TRADING_PRICE_COLLAR_BPS="100",  # 1 %
         TRADING_PRICE_REFERENCE_MAX_AGE_SECONDS="300",
-    )
-    asyncio.run(prepare_topics(stack, env))
-    data_dir = tmp_path_factory.mktemp("collar")
-    worker = start_worker(stack, env, data_dir, "collar")
-    world = World(stack, env, dsn, sim, worker)
-    try:
+    ) as world:
         yield world
-    finally:
-        world.worker.stop()
-        (data_dir / "worker.log").write_text(world.worker.output)
-        sim.stop()
-        asyncio.run(_drop(stack, name))
 
 
 def ta_signal(symbol: str, price: float) -> tuple[bytes, bytes]:

@@ -12,40 +12,32 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import LimitOrderRequest
 
-from schemas.codecs import encode_control
-from schemas.control import ControlCommand, TradingState, control_key
+from schemas.control import ControlCommand, TradingState
 from schemas.control import trading_state_command as state_command
 from simulator.testing import RunningSimulator
 from tests.integration.lanes.helpers import (
+    World,
     broker_orders,
     decision,
-    lane_env,
-    prepare_topics,
     reasons,
-    registry,
+    running_world,
     send,
-    simulator,
     start_worker,
     wait_executed,
     wait_status,
     wait_until,
 )
-from tests.integration.persistence.conftest import _create, _drop
 from tests.support.kafka import produce
 from tests.support.pg import fetch
-from tests.support.stack import ROOT, StackInfo, unique
-from tests.support.worker import Worker
+from tests.support.stack import StackInfo, unique
 
 pytestmark = pytest.mark.integration
 
@@ -55,63 +47,18 @@ FILL_DELAY_MS = 400
 EPSILON_LIMITS = {"max_order_qty": 5, "daily_notional_cap": 1500, "duplicate_intent_seconds": 600}
 
 
-@dataclass
-class World:
-    stack: StackInfo
-    env: dict[str, str]
-    dsn: str
-    sim: RunningSimulator
-    worker: Worker
-
-    def lane(self, label: str) -> dict[str, Any]:
-        lane: dict[str, Any] = self.worker.get("/trading/status").json()["accounts"][label]
-        return lane
-
-    def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "faust", "-A", "streams.app", *args],
-            cwd=ROOT,
-            env=self.worker.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
-
-    async def control(self, command: ControlCommand) -> None:
-        await produce(
-            self.stack.bootstrap,
-            self.env["TORGHUT_CONTROL_TOPIC"],
-            [(control_key(command), encode_control(command))],
-        )
-
-    async def state(self, label: str, value: str) -> None:
-        async def check() -> bool:
-            return bool(self.lane(label)["trading_state"]["state"] == value)
-
-        await wait_until(check, 20, f"{label} trading state {value}")
-
-    async def actions(self, label: str) -> list[Any]:
-        return await fetch(
-            self.dsn,
-            "SELECT command_id, kind, action, scope, operator, reason, status, attempts, result "
-            "FROM control_actions WHERE alpaca_account_label = $1 ORDER BY id",
-            label,
-        )
-
-
 @pytest.fixture(scope="module")
 def world(
     stack: StackInfo, head_template: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    name = unique("risk").replace("-", "_")
-    dsn = asyncio.run(_create(stack, name, template=head_template))
-    sim = simulator(LABELS, fill_delay_ms=FILL_DELAY_MS)
-    env = lane_env(
+    with running_world(
+        stack,
+        head_template,
+        tmp_path_factory,
         "risk",
-        dsn,
-        registry(sim.url, LABELS, limits={"epsilon": EPSILON_LIMITS}),
+        LABELS,
+        limits={"epsilon": EPSILON_LIMITS},
+        fill_delay_ms=FILL_DELAY_MS,
         TRADING_SNAPSHOT_INTERVAL_SECONDS="2",
         TRADING_KILL_SWITCH_BROKER_SUSPEND="true",
         TRADING_MAX_NOTIONAL_PER_ORDER="20000",
@@ -120,18 +67,8 @@ def world(
         TRADING_ORDER_RATE_PER_SECOND="3",
         TRADING_THROTTLE_LATCH_HITS="2",
         TRADING_DAILY_NOTIONAL_CAP="30000",
-    )
-    asyncio.run(prepare_topics(stack, env))
-    data_dir = tmp_path_factory.mktemp("risk")
-    worker = start_worker(stack, env, data_dir, "risk")
-    world = World(stack, env, dsn, sim, worker)
-    try:
+    ) as world:
         yield world
-    finally:
-        world.worker.stop()
-        (data_dir / "worker.log").write_text(world.worker.output)
-        sim.stop()
-        asyncio.run(_drop(stack, name))
 
 
 def limit_buy(sim: RunningSimulator, label: str, symbol: str, qty: int, limit: int) -> str:
