@@ -31,15 +31,30 @@ def trade_update_topic_names(settings: Settings) -> list[str]:
 
 class RawBytes(faust.Schema[bytes, bytes]):
     """Keys and values as the bytes Kafka holds: what faust's `raw` serializer gives (`want_bytes`
-    of bytes, None for None), without the serializer registry's codec lookups for every record
-    (faust's public `Schema` extension point). The signals topic's, with the signals stage's
-    batches on (`TORGHUT_SIGNAL_BATCH_MAX`); `tests/unit/contracts/test_raw_schema.py`."""
+    of bytes, None for None), without the serializer registry's codec lookups and the settings
+    lookup of the event class for every record (faust's public `Schema` extension point). The
+    signals topic's, with the signals stage's batches on (`TORGHUT_SIGNAL_BATCH_MAX`);
+    `tests/unit/contracts/test_raw_schema.py`."""
 
     def loads_key(self, app: Any, message: Any, **_: Any) -> Any:
         return message.key
 
     def loads_value(self, app: Any, message: Any, **_: Any) -> Any:
         return message.value
+
+    def compile(self, app: Any, **_: Any) -> Any:
+        """The topic's decode: the event of the record's own key, value and headers, as faust's
+        compiled decode gives it with these loads (nothing can fail to decode), without its
+        per-record serializer calls and `app.conf.Event` settings lookup (resolved once)."""
+        event_class: Any = None
+
+        async def decode(message: Any, *, propagate: bool = False) -> Any:
+            nonlocal event_class
+            if event_class is None:
+                event_class = app.conf.Event
+            return event_class(app, message.key, message.value, message.headers, message)
+
+        return decode
 
 
 @dataclass(frozen=True)

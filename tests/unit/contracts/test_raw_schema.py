@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import faust
 import pytest
+from faust.topics import Topic
 from faust.types.tuples import Message
 
 from streams.settings import Settings
@@ -40,6 +42,9 @@ async def test_raw_bytes_gives_the_event_of_fausts_raw_serializer(
         expected.message,
     )
     assert type(got.key) is type(expected.key) and type(got.value) is type(expected.value)
+    assert type(got) is type(expected) is app.conf.Event
+    # what faust's topic decode function is built from (its public Schema API)
+    assert "self.decode = self.schema.compile(" in inspect.getsource(Topic._compile_decode)
 
 
 def test_the_signals_topic_uses_raw_bytes_with_batches_on_and_still_encodes_raw() -> None:
