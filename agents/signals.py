@@ -20,5 +20,6 @@ async def signals(stream: faust.StreamT[bytes]) -> None:
         flags=context.flags,
         decoder=context.signal_decoder,
         max_event_time_skew_seconds=context.settings.max_event_time_skew_seconds,
+        batch_max=context.settings.signal_batch_max,
     )
     await handler.run(stream)

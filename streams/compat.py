@@ -178,6 +178,79 @@ async def held_until_handled(
             event.message.decref()
 
 
+async def event_batches(stream: Any, max_events: int) -> AsyncIterator[list[EventT[Any]]]:
+    """The events of a faust agent's stream in batches, each acked only once the consumer's loop
+    body for it completed (the signals stage's batch path, `TORGHUT_SIGNAL_BATCH_MAX`).
+
+    A batch is whatever the agent's channel queue holds when the consumer asks, up to
+    `max_events`; an empty queue is waited on for its first event only (no `within` timer: a
+    lone signal is handed on at once). Per event it does exactly what faust 0.15.3's stream
+    iterator (`Stream._c_aiter` / `_py_aiter`) does before and after the agent's body, minus the
+    per-event costs the stage does not need:
+
+    - a record the iterator would skip (flow control off: a rebalance under way, or an earlier
+      generation) is skipped here too and released untracked, never made committable
+      (`NoSkipConsumer.ack`); the seek after the rebalance reads it again;
+    - a record of an acking topic is tracked (`unacked`, the consumer's `on_message_in`
+      sensor) before it is handed on, so a rebalance waits for it (`wait_empty`);
+    - after the body: the event is acked (`Event.ack`: its last reference makes the offset
+      committable) and the `on_message_out` sensor called, as `Stream.ack` does.
+
+    Left out: the per-event `asyncio.sleep(0)` and channel `__anext__` (one queue read and one
+    loop pass per *batch*), the stream processors and `on_merge` (the agent's stream has none),
+    and the per-stream-event sensors (`on_stream_event_in/out`: per-event timing and counters
+    in faust's Monitor; nothing of this project reads them). The stream's current event is not
+    set: a table write of the batch must set its event (`run_as_event`).
+
+    The acks run after the `yield`, not in a `finally`: a batch whose handling raised or was
+    cancelled (a SIGTERM mid-batch) is never acked; its records are read again."""
+    if max_events < 1:
+        raise ValueError(f"max_events must be at least 1, not {max_events}")
+    started_by_us = await stream.maybe_start()
+    app = stream.app
+    channel = stream.channel
+    queue = channel.queue
+    consumer = app.consumer
+    flow_control = app.flow_control
+    acking_topics = app.topics.acking_topics
+    add_unacked = consumer._unacked_messages.add
+    on_message_in = stream._on_message_in
+    on_message_out = stream._on_message_out
+    try:
+        while not stream.should_stop:
+            items = [await queue.get()]  # raises what was thrown to the channel
+            while len(items) < max_events and not queue.empty():
+                items.append(queue.get_nowait())
+            batch: list[EventT[Any]] = []
+            for item in items:
+                if not isinstance(item, EventT):
+                    raise TypeError(f"the stream's channel delivered a non-event: {item!r}")
+                message = item.message
+                if (
+                    not flow_control.is_active()
+                    or message.generation_id != app.consumer_generation_id
+                ):
+                    item.ack()  # untracked: released, not committable (NoSkipConsumer.ack)
+                    continue
+                if message.topic in acking_topics and not message.tracked:
+                    message.tracked = True
+                    add_unacked(message)
+                    on_message_in(message.tp, message.offset, message)
+                batch.append(item)
+            if batch:
+                yield batch
+                for event in batch:
+                    if event.ack():
+                        message = event.message
+                        on_message_out(message.tp, message.offset, message)
+            await asyncio.sleep(0)  # one loop pass per batch: the fetch loop and the rest run
+    finally:
+        stream._channel_stop_iteration(channel)
+        if started_by_us:
+            await stream.stop()
+            stream.service_reset()
+
+
 # ---------------------------------------------------------------- faust: recovery
 
 

@@ -170,6 +170,15 @@ class Settings(BaseSettings):
         "tasks per record (`compat.EagerNoSkipConsumer`); a delivery that has to wait is raced "
         "against a rebalance exactly as faust does. `false`: faust's own loop.",
     )
+    signal_batch_max: int = env(
+        "TORGHUT_SIGNAL_BATCH_MAX",
+        500,
+        "The signals agent takes up to this many queued signals at once "
+        "(`compat.event_batches`): their decisions are sent in order and awaited together, and "
+        "the batch is acked only once they are acknowledged and the watermarks advanced. `0`: "
+        "one signal at a time (`compat.each_event_acked_when_done`).",
+        ge=0,
+    )
 
     # ---- topics
     signals_topic: str = env(

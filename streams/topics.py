@@ -29,6 +29,34 @@ def trade_update_topic_names(settings: Settings) -> list[str]:
     return [n for n in (settings.order_feed_topic, settings.order_feed_topic_v2) if n]
 
 
+class RawBytes(faust.Schema[bytes, bytes]):
+    """Keys and values as the bytes Kafka holds: what faust's `raw` serializer gives (`want_bytes`
+    of bytes, None for None), without the serializer registry's codec lookups and the settings
+    lookup of the event class for every record (faust's public `Schema` extension point). The
+    signals topic's, with the signals stage's batches on (`TORGHUT_SIGNAL_BATCH_MAX`);
+    `tests/unit/contracts/test_raw_schema.py`."""
+
+    def loads_key(self, app: Any, message: Any, **_: Any) -> Any:
+        return message.key
+
+    def loads_value(self, app: Any, message: Any, **_: Any) -> Any:
+        return message.value
+
+    def compile(self, app: Any, **_: Any) -> Any:
+        """The topic's decode: the event of the record's own key, value and headers, as faust's
+        compiled decode gives it with these loads (nothing can fail to decode), without its
+        per-record serializer calls and `app.conf.Event` settings lookup (resolved once)."""
+        event_class: Any = None
+
+        async def decode(message: Any, *, propagate: bool = False) -> Any:
+            nonlocal event_class
+            if event_class is None:
+                event_class = app.conf.Event
+            return event_class(app, message.key, message.value, message.headers, message)
+
+        return decode
+
+
 @dataclass(frozen=True)
 class Topics:
     signals: faust.TopicT
@@ -58,11 +86,19 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
             **kwargs,
         )
 
+    def signals(name: str, **kwargs: Any) -> faust.TopicT:
+        if not settings.signal_batch_max:
+            return raw(name, **kwargs)
+        schema = RawBytes(
+            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+        return app.topic(name, schema=schema, **kwargs)
+
     partitions = settings.topic_partitions
     retries = lane_retries_topic_name(settings)
     feed = trade_update_topic_names(settings)
     return Topics(
-        signals=raw(settings.signals_topic, partitions=partitions),
+        signals=signals(settings.signals_topic, partitions=partitions),
         decisions=raw(settings.decisions_topic, partitions=partitions),
         dlq=raw(settings.dlq_topic, partitions=partitions),
         control=raw(settings.control_topic, partitions=partitions, compacting=True),

@@ -9,7 +9,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -125,6 +126,26 @@ async def read_topic(
         return out
     finally:
         await consumer.stop()
+
+
+async def committed_and_end(
+    bootstrap: str, group: str, topic: str, partitions: int
+) -> dict[int, tuple[int, int]]:
+    """partition → (the group's committed offset, -1 for none; the end offset)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return {tp.partition: (committed[tp].offset if tp in committed else -1, ends[tp]) for tp in tps}
 
 
 def murmur2_partition(key: bytes, partitions: int) -> int:

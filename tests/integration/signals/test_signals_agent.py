@@ -15,6 +15,7 @@ from tests.integration.signals.helpers import (
     account,
     accounts_json,
     avro_record,
+    committed_and_end,
     expected_hashes,
     json_record,
     metric,
@@ -61,9 +62,13 @@ async def test_signals_fan_out_to_enabled_accounts_keyed_and_replayable(
     flags_file = tmp_path / "flags.yaml"
     flags_file.write_text('"torghut:acct-c": {torghut_trading_enabled: false}\n')
     env = worker_env("sig", flags_file)
-    # An independent replay: its own group, table and decisions topic, the same signals topic.
+    # An independent replay: its own group, table and decisions topic, the same signals topic;
+    # one signal at a time (TORGHUT_SIGNAL_BATCH_MAX=0) where the main worker takes batches.
     replay_env = worker_env(
-        "sig-replay", flags_file, TORGHUT_SIGNALS_TOPIC=env["TORGHUT_SIGNALS_TOPIC"]
+        "sig-replay",
+        flags_file,
+        TORGHUT_SIGNALS_TOPIC=env["TORGHUT_SIGNALS_TOPIC"],
+        TORGHUT_SIGNAL_BATCH_MAX="0",
     )
     topics = [*app_topics(env), *app_topics(replay_env)]
     await create_topics(stack.bootstrap, set(topics), partitions=PARTITIONS)
@@ -131,13 +136,35 @@ async def test_signals_fan_out_to_enabled_accounts_keyed_and_replayable(
     assert metric(main, "torghut_decisions_emitted_total", account="acct-a") == total / 2
     assert metric(main, "torghut_decisions_emitted_total", account="acct-c") == 0
 
-    # the independent replay of the same input produced the very same decisions
+    # the independent replay of the same input, one signal at a time, produced the very same
+    # decisions as the batches (redelivered duplicates and stale signals inside them)
     replayed = await read_topic(
-        stack.bootstrap, replay_env["TORGHUT_DECISIONS_TOPIC"], expect=total, timeout=60
+        stack.bootstrap, replay_env["TORGHUT_DECISIONS_TOPIC"], expect=total, timeout=60, settle=3
     )
     assert sorted(json.loads(r.value)["decision_hash"] for r in replayed) == sorted(
         json.loads(r.value)["decision_hash"] for r in out
     )
+
+    def replay_dropped() -> tuple[float, float]:
+        name = "torghut_signals_dropped_total"
+        return metric(replay, name, reason="duplicate"), metric(replay, name, reason="stale")
+
+    until(lambda: replay_dropped() == dropped(), 30, "the same drops one at a time")
+
+    # every record handled, the dead letter's included, is committed: both groups reach the end
+    for group_env in (env, replay_env):
+        group, topic = group_env["TORGHUT_APP_ID"], group_env["TORGHUT_SIGNALS_TOPIC"]
+
+        async def at_end(group: str = group, topic: str = topic) -> bool:
+            offsets = await committed_and_end(stack.bootstrap, group, topic, PARTITIONS)
+            # a partition no record went to has nothing to commit (-1)
+            return all(max(committed, 0) == end for committed, end in offsets.values())
+
+        for _ in range(60):
+            if await at_end():
+                break
+            await asyncio.sleep(0.5)
+        assert await at_end(), await committed_and_end(stack.bootstrap, group, topic, PARTITIONS)
 
 
 def test_a_bad_strategy_catalogue_stops_the_worker_with_a_clear_error(
