@@ -171,9 +171,10 @@ class LanesRunner:
         return len(due)
 
     async def defer(self, read: ReadDecision) -> None:
-        """The account has `MAX_PER_ACCOUNT` decisions unfinished (a slow or hanging broker):
-        instead of making the reader (and every other account) wait, the decision is parked
-        durably in its ledger and re-driven later through the retry topic."""
+        """The account has `MAX_PER_ACCOUNT` decisions unfinished (a slow or hanging broker), or
+        older decisions deferred: instead of making the reader (and every other account) wait,
+        the decision is parked durably in its ledger, waits in the lane's backlog and is
+        re-driven through the retry topic as the account has room (`redrive`)."""
         decision = read.decision
         if decision is None or self.service.lane(decision.account_label) is None:
             await self.take(read)  # a dead letter: nothing to wait for

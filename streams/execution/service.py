@@ -170,12 +170,15 @@ class LaneService:
     def redrive(self, room: Callable[[str], int], owned: Iterable[str]) -> list[AccountDecision]:
         """Deferred decisions of the owned lanes to re-drive now, oldest first, at most as many
         per lane as `room(label)` (its free slots) minus its re-drives still on their way. A
-        lane that must wait (start-up reconciliation) keeps its backlog until it may trade."""
+        lane that must wait (start-up reconciliation) or backs off after broker errors keeps its
+        backlog until it may trade again (re-driven now, they would only be parked)."""
         now = self.clock()
         out: list[AccountDecision] = []
         for label in owned:
             lane = self.lanes.get(label)
-            if lane is None or not len(lane.backlog) or self.env.lane_waits(label) is not None:
+            if lane is None or not len(lane.backlog) or lane.circuit.active(now):
+                continue
+            if self.env.lane_waits(label) is not None:
                 continue
             backlog = lane.backlog
             sent = 0

@@ -344,7 +344,7 @@ async def test_a_decision_re_driven_twice_gives_one_order(tmp_path: Path) -> Non
     assert entry is not None and entry.state is LedgerState.submitted
 
 
-async def test_a_lane_that_must_wait_keeps_its_backlog_until_it_may_trade(
+async def test_a_lane_that_must_wait_or_backs_off_keeps_its_backlog_until_it_may_trade(
     tmp_path: Path,
 ) -> None:
     w = World(tmp_path)
@@ -356,6 +356,9 @@ async def test_a_lane_that_must_wait_keeps_its_backlog_until_it_may_trade(
     w.waits["alpha"] = "start-up reconciliation"
     assert await w.runner.redrive() == 0 and len(lane.backlog) == 3
     del w.waits["alpha"]
+    until = lane.circuit.fail(w.clock())  # backing off after broker errors: the same
+    assert await w.runner.redrive() == 0 and len(lane.backlog) == 3
+    w.clock.now = until
     assert await w.runner.redrive() == 3
     assert w.topics.retried and lane.status.snapshot()["counts"]["redrives"]["deferred"] == 3
 
