@@ -22,9 +22,11 @@ Bounds: at most `max_per_key` items of one key are submitted and unfinished (a s
 behind the running one). A key that is full does not make the reader wait when an `overflow`
 is given: the item runs `overflow` instead, at once and outside the key's chain (the lanes park
 the decision durably and re-drive it later), so one slow account never stops the reader, and
-with it every other account. At most `max_pending` are unreleased in all (beyond that the reader
-waits). A rebalance waits for every unacknowledged message (faust's `wait_empty`), which the
-per-key bound keeps short.
+with it every other account. An `admit` hook may send an item to `overflow` although its key
+has room (the lanes keep a deferred account's decisions in order), and `on_done` hears of every
+finished item by its key (the lanes re-drive deferred decisions as slots free up). At most
+`max_pending` are unreleased in all (beyond that the reader waits). A rebalance waits for
+every unacknowledged message (faust's `wait_empty`), which the per-key bound keeps short.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class KeyedDispatcher(Generic[T]):
         max_pending: int,
         max_per_key: int = 2,
         overflow: Callable[[T], Awaitable[None]] | None = None,
+        admit: Callable[[Hashable, T, bool], bool] | None = None,
+        on_done: Callable[[Hashable], None] | None = None,
     ) -> None:
         if max_pending < 1 or max_per_key < 1:
             raise ValueError("max_pending and max_per_key must be at least 1")
@@ -65,6 +69,10 @@ class KeyedDispatcher(Generic[T]):
         self._max_pending = max_pending
         self._max_per_key = max_per_key
         self._overflow = overflow
+        # (key, item, key full) → whether the item takes a place in its key's chain (else it
+        # runs `overflow`); without it: whether the key has room.
+        self._admit = admit
+        self._on_done = on_done
         self._unfinished: dict[Hashable, int] = {}  # per key: submitted, not finished
         # per stream: submitted, not yet released, in submission order
         self._pending: dict[Hashable, deque[_Slot[T]]] = {}
@@ -83,6 +91,10 @@ class KeyedDispatcher(Generic[T]):
     def key_full(self, key: Hashable) -> bool:
         return self._unfinished.get(key, 0) >= self._max_per_key
 
+    def room(self, key: Hashable) -> int:
+        """Items of `key` that can be submitted now without overflowing."""
+        return max(0, self._max_per_key - self._unfinished.get(key, 0))
+
     async def submit(self, key: Hashable, item: T, stream: Hashable = None) -> None:
         """Start `item` after the previous item of `key` (or, the key being full, its
         `overflow` at once); waits while `max_pending` are out. `stream` is the release order
@@ -94,12 +106,17 @@ class KeyedDispatcher(Generic[T]):
             self._room.clear()
             await self._room.wait()
             self._raise_failure()
+        full = self.key_full(key)
+        admitted = True
+        if self._overflow is not None and self._admit is not None:
+            admitted = self._admit(key, item, full)  # told in every case (it keeps count)
+        overflow = self._overflow is not None and (full or not admitted)
         slot: _Slot[T] = _Slot(item)
         self._pending.setdefault(stream, deque()).append(slot)
         self._count += 1
-        if self._overflow is not None and self.key_full(key):
+        if overflow and self._overflow is not None:
             self.overflowed += 1
-            slot.task = asyncio.create_task(self._run_overflow(stream, slot, self._overflow))
+            slot.task = asyncio.create_task(self._run_overflow(key, stream, slot, self._overflow))
             return
         self._unfinished[key] = self._unfinished.get(key, 0) + 1
         before = self._tails.get(key)
@@ -141,10 +158,15 @@ class KeyedDispatcher(Generic[T]):
         if left:
             self._unfinished[key] = left
         self._room.set()
+        self._done(key)
         await self._release_finished(stream)
 
     async def _run_overflow(
-        self, stream: Hashable, slot: _Slot[T], overflow: Callable[[T], Awaitable[None]]
+        self,
+        key: Hashable,
+        stream: Hashable,
+        slot: _Slot[T],
+        overflow: Callable[[T], Awaitable[None]],
     ) -> None:
         try:
             await overflow(slot.item)
@@ -155,7 +177,15 @@ class KeyedDispatcher(Generic[T]):
             return
         slot.finished = True
         self._room.set()
+        self._done(key)
         await self._release_finished(stream)
+
+    def _done(self, key: Hashable) -> None:
+        if self._on_done is not None:
+            try:
+                self._on_done(key)
+            except Exception:  # a notification; the item itself is finished
+                log.exception("on_done hook failed")
 
     def _failed(self, exc: BaseException) -> None:
         log.exception("lane work failed; it and everything after it stay unacknowledged")

@@ -7,7 +7,8 @@ The submit path, with the ledger written before every side effect:
 
 Nothing here loops or sleeps for one account: a broker call is bounded by its timeout, and an
 outcome that cannot be settled now (ambiguous POST, broker or database down, backoff) parks the
-entry with a `retry_at`; the lane service re-drives it later through the lane retry topic. An
+entry with a `retry_at`; the lane service re-drives it later through the lane retry topic (a
+decision deferred because the lane was full waits in its `backlog` instead, see backlog.py). An
 ambiguous POST (timeout, connection error, 5xx, 504) is followed by one immediate lookup by
 client order id; an entry found in `submitting` (redelivered, re-driven) is always looked up
 before it is submitted again. The broker's duplicate-client-id answer is the last line.
@@ -47,6 +48,7 @@ from streams.domain.risk import (
 )
 from streams.domain.sizing import AccountSnapshot, OrderPlan, SizingLimits, size_order
 from streams.errors import is_poison, reason_code
+from streams.execution.backlog import Backlog
 from streams.execution.crash import CrashPoints
 from streams.observability.metrics import PERSIST_QUARANTINED, SLOT_CONFLICTS
 from streams.observability.status import LaneStatus
@@ -61,6 +63,7 @@ DURABLE_TIMEOUT_SECONDS = 10.0  # longest wait for a ledger write to be acknowle
 MAX_STEPS = 8  # a pass makes at most plan, persist, submit, persist: bounded by construction
 SNAPSHOT_MAX_AGE = timedelta(minutes=15)  # older than this, refresh before sizing
 WAIT_RETRY = timedelta(seconds=5)  # a decision parked by `lane_waits` is tried again after this
+DEFERRED = "lane busy: deferred"  # the ledger's `last_error` of a decision parked for lack of room
 # Definitive answers about one order: the decision is rejected with the broker's code.
 REFUSALS = frozenset(
     {ErrorClass.insufficient, ErrorClass.rejected, ErrorClass.forbidden, ErrorClass.not_found}
@@ -183,6 +186,8 @@ class Lane:
     # Ledger writes not acknowledged in time (Kafka slow or down).
     storage: Backoff = field(default_factory=lambda: Backoff(1.0, 30.0))
     parked: dict[str, datetime] = field(default_factory=dict)  # decision_hash → retry_at
+    # Decisions deferred for lack of room, re-driven oldest first as the lane has room.
+    backlog: Backlog = field(default_factory=Backlog)
     # The broker account number these keys reach, once checked against the label's pin.
     verified_account: str | None = None
     mismatch: str | None = None  # why the lane is stopped: its keys reach another account
@@ -204,6 +209,7 @@ class Lane:
         """Take one decision (new, redelivered or re-driven) as far as it can go now."""
         started = consumed_at if consumed_at is not None else time.perf_counter()
         self.status.record_decision(decision.decision_hash)
+        self.backlog.discard(decision.decision_hash)  # taken up: no longer waiting for room
         key = ledger_key(self.label, decision.decision_hash)
         entry = self.env.ledger.get(key)
         refused: list[str] = []
@@ -228,24 +234,32 @@ class Lane:
 
     async def defer(self, decision: AccountDecision) -> LedgerEntry:
         """No room in the lane now: record the decision, parked, without any broker call or
-        database write, so that its offset can be acked; the lane re-drives it later. Its
-        signal slot is claimed now (a refusal is recorded as the rejection)."""
+        database write, so that its offset can be acked; it waits in the lane's `backlog` and
+        is re-driven as soon as the lane has room. Its signal slot is claimed now (a refusal is
+        recorded as the rejection)."""
         self.status.record_decision(decision.decision_hash)
         key = ledger_key(self.label, decision.decision_hash)
         now = self.env.clock()
         entry = self.env.ledger.get(key)
         if entry is not None:  # known (redelivered or re-driven): its lane takes it up again
-            if entry.step is not Step.done:
-                self.parked.setdefault(entry.decision_hash, now)
+            if entry.step is Step.done:
+                self.backlog.discard(entry.decision_hash)
+            else:
+                # Re-driven when the lane has room (its place kept), not after a parked hold.
+                self.parked.pop(entry.decision_hash, None)
+                self.backlog.ready(entry.decision_hash)
             return entry
         entry = received(decision, now)
         refused = self._claim_slot(decision)
         if refused:
             entry = entry.rejected(tuple(refused), now)
             self.status.record_rejection(entry.decision_hash, refused)
-        parked = entry.parked(now, "lane busy: deferred", now)
-        await self._store(parked)  # acked after this: it must be in the ledger
-        self._track(parked)
+        parked = entry.parked(now, DEFERRED, now)
+        # Acked after this, so it must be in the ledger: waited for without a time limit (no
+        # lane waits on it; a write that fails stops the worker with the offset unacked).
+        await self.env.ledger.put(parked)
+        self.status.record_deferral()
+        self.backlog.ready(parked.decision_hash)
         return parked
 
     def _claim_slot(self, decision: AccountDecision) -> list[str]:

@@ -17,6 +17,7 @@ are re-driven through the retry topic), and a lane in backoff makes no broker ca
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from schemas.decision import AccountDecision
 from streams.compat import run_as_event
 from streams.dlq import DeadLetters
 from streams.domain.ledger import LedgerScan
-from streams.errors import exit_worker
+from streams.errors import exit_worker, guarded
 from streams.execution.control_feed import ControlFeed
 from streams.execution.dispatch import KeyedDispatcher
 from streams.execution.service import LaneService
@@ -100,6 +101,8 @@ class LanesRunner:
         self._reconcile_lanes = reconcile_lanes
         self._ticks = 0
         self._resume_pending = False
+        self._dispatcher: KeyedDispatcher[ReadDecision] | None = None
+        self._redrive_wanted = asyncio.Event()  # a slot freed up, a deferral landed, a tick
 
     # ---- the agent
     async def run(self, stream: faust.StreamT[bytes]) -> None:
@@ -113,7 +116,11 @@ class LanesRunner:
             max_pending=MAX_UNACKED,
             max_per_key=MAX_PER_ACCOUNT,
             overflow=self.defer,
+            admit=self._admit,
+            on_done=lambda key: self._redrive_wanted.set(),
         )
+        self._dispatcher = dispatcher
+        redriver = asyncio.create_task(self._redrive_loop(), name="lanes-redrive")
         try:
             async for event in manual.events():
                 read = ReadDecision.of(event)
@@ -126,12 +133,48 @@ class LanesRunner:
             dispatcher.close()
             exit_worker(f"lanes_dispatcher_failed: {type(exc).__name__}: {exc}")
         finally:
+            redriver.cancel()
+            self._dispatcher = None
             dispatcher.close()
 
+    def _admit(self, key: object, read: ReadDecision, full: bool) -> bool:
+        """Whether a decision read now takes a slot of its account (else it is deferred)."""
+        decision = read.decision
+        if decision is None:
+            return not full  # a dead letter: nothing to keep in order
+        return self.service.admit(decision, full)
+
+    # ---- re-driving deferred decisions
+    async def _redrive_loop(self) -> None:
+        """Re-drive deferred decisions whenever a slot may have freed up (or at a tick)."""
+        while True:
+            await self._redrive_wanted.wait()
+            self._redrive_wanted.clear()
+            await guarded("lanes-redrive", self.redrive)
+
+    async def redrive(self) -> int:
+        """Send each owned account's oldest deferred decisions to the retry topic, as many as
+        it has free slots (minus its re-drives still on their way); the number sent."""
+        dispatcher = self._dispatcher
+        if dispatcher is None or not self.service.backlogged():
+            return 0
+        due = self.service.redrive(dispatcher.room, self._owned())
+        for n, decision in enumerate(due):
+            try:
+                await self._retries.send(
+                    key=decision.account_label.encode(), value=encode_decision(decision)
+                )
+            except Exception:
+                for unsent in due[n:]:  # they wait again, at their places
+                    self.service.unsent(unsent)
+                raise
+        return len(due)
+
     async def defer(self, read: ReadDecision) -> None:
-        """The account has `MAX_PER_ACCOUNT` decisions unfinished (a slow or hanging broker):
-        instead of making the reader (and every other account) wait, the decision is parked
-        durably in its ledger and re-driven later through the retry topic."""
+        """The account has `MAX_PER_ACCOUNT` decisions unfinished (a slow or hanging broker), or
+        older decisions deferred: instead of making the reader (and every other account) wait,
+        the decision is parked durably in its ledger, waits in the lane's backlog and is
+        re-driven through the retry topic as the account has room (`redrive`)."""
         decision = read.decision
         if decision is None or self.service.lane(decision.account_label) is None:
             await self.take(read)  # a dead letter: nothing to wait for
@@ -182,6 +225,7 @@ class LanesRunner:
             await self._retries.send(
                 key=decision.account_label.encode(), value=encode_decision(decision)
             )
+        self._redrive_wanted.set()  # a rebuilt backlog, a lane that may trade now, lost re-drives
         service.watch_controls(self._owned())
         self._ticks += 1
         if self._ticks % CURSOR_MIRROR_EVERY == 0:

@@ -21,7 +21,7 @@ from streams.broker.errors import BrokerError
 from streams.broker.pool import BrokerPool
 from streams.domain.accounts import AccountRegistry
 from streams.domain.kill_switch import KillSwitchBook
-from streams.domain.ledger import LedgerEntry, LedgerScan, Step, ledger_key
+from streams.domain.ledger import LedgerEntry, LedgerScan, LedgerState, Step, ledger_key
 from streams.domain.pretrade import PretradeLimits
 from streams.domain.risk import RiskPolicy
 from streams.domain.sizing import AccountSnapshot
@@ -29,7 +29,7 @@ from streams.domain.trading_state import TradingStateBook
 from streams.execution.control_actions import ActionBroker, Audit, ControlActions
 from streams.execution.crash import CrashPoints
 from streams.execution.cursor import LaneCursor
-from streams.execution.lane import Lane, LaneEnv, Ledger, OrderIndex, utc_now
+from streams.execution.lane import DEFERRED, Lane, LaneEnv, Ledger, OrderIndex, utc_now
 from streams.execution.order_guard import OrderGuard
 from streams.execution.persist import LaneSink
 from streams.flags import ALL_KEYS, KILL_SWITCH, FlagSnapshot
@@ -38,7 +38,11 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RETRY_HOLD = timedelta(seconds=30)  # a re-driven decision is not sent again before this
+# A re-driven decision is not handed out again before this (unless its lane took it up meanwhile):
+# the retry time of a parked decision is a backoff, and its re-drive may be read back only after
+# the lane has worked through what it had; a deferred one's re-drive not read back by then is
+# taken for lost.
+RETRY_HOLD = timedelta(seconds=30)
 
 
 class Cursors(Protocol):
@@ -161,37 +165,110 @@ class LaneService:
         if lane is not None:
             await lane.defer(decision)
 
-    # ---- re-driving parked decisions (the lanes timer sends them to the retry topic)
+    # ---- re-driving (the lanes runner sends what these return to the lane retry topic)
+    def admit(self, decision: AccountDecision, full: bool) -> bool:
+        """A decision was read for its lane, `full` when the lane has no free slot: whether it
+        takes a slot now (True) or is deferred (False: `defer` records it, and `redrive` hands
+        it out when the lane has room; see streams/execution/backlog.py)."""
+        lane = self.lanes.get(decision.account_label)
+        if lane is None:
+            return not full
+        return lane.backlog.admit(decision.decision_hash, full)
+
+    def backlogged(self) -> bool:
+        """Whether any lane has deferred decisions waiting for room."""
+        return any(len(lane.backlog) for lane in self.lanes.values())
+
+    def redrive(self, room: Callable[[str], int], owned: Iterable[str]) -> list[AccountDecision]:
+        """Deferred decisions of the owned lanes to re-drive now, oldest first, at most as many
+        per lane as `room(label)` (its free slots) minus its re-drives still on their way. A
+        lane that must wait (start-up reconciliation) or backs off after broker errors keeps its
+        backlog until it may trade again (re-driven now, they would only be parked)."""
+        now = self.clock()
+        out: list[AccountDecision] = []
+        for label in owned:
+            lane = self.lanes.get(label)
+            if lane is None or not len(lane.backlog) or lane.circuit.active(now):
+                continue
+            if self.env.lane_waits(label) is not None:
+                continue
+            backlog = lane.backlog
+            sent = 0
+            for decision_hash in backlog.due(room(label), now, RETRY_HOLD):
+                entry = self.env.ledger.get(ledger_key(label, decision_hash))
+                if entry is None or entry.step is Step.done:
+                    backlog.discard(decision_hash)
+                    continue
+                out.append(entry.decision)
+                sent += 1
+            lane.status.record_redrives(
+                "deferred", sent, backlog=len(backlog), deferred_again=backlog.deferred_again
+            )
+        return out
+
+    def unsent(self, decision: AccountDecision) -> None:
+        """A re-drive `redrive` handed out could not be sent: it waits again, at its place."""
+        lane = self.lanes.get(decision.account_label)
+        if lane is not None:
+            lane.backlog.unsent(decision.decision_hash)
+
     def due_retries(self) -> list[AccountDecision]:
+        """Parked decisions (broker, database or storage trouble, a lane that must wait) whose
+        retry time came; each is then held `RETRY_HOLD` before it is handed out again, unless
+        its lane takes it up meanwhile. Deferred decisions are not here: see `redrive`."""
         now = self.clock()
         due: list[AccountDecision] = []
         for lane in self.lanes.values():
+            sent = 0
             for decision_hash in lane.due(now, RETRY_HOLD):
                 entry = self.env.ledger.get(ledger_key(lane.label, decision_hash))
                 if entry is None or entry.step is Step.done:
                     lane.parked.pop(decision_hash, None)
                     continue
                 due.append(entry.decision)
+                sent += 1
+            if sent:
+                lane.status.record_redrives(
+                    "parked",
+                    sent,
+                    backlog=len(lane.backlog),
+                    deferred_again=lane.backlog.deferred_again,
+                )
         return due
 
     def resume(self, scan: LedgerScan) -> int:
-        """After a start or rebalance: every unfinished entry this worker holds is re-driven now
-        (and entries of partitions it no longer holds are forgotten)."""
+        """After a start or rebalance: every unfinished entry this worker holds is re-driven
+        (and entries of partitions it no longer holds are forgotten). Decisions deferred for
+        lack of room go back to their lane's backlog, oldest first (re-driven as it has room);
+        the others are due now."""
         now = self.clock()
         for label, lane in self.lanes.items():
             lane.parked.clear()
+            lane.backlog.clear()
             # A lane that (re)gains ownership sizes from a fresh snapshot: orders placed while
             # another worker ran it are not in the one this worker kept.
             lane.snapshot = None
             lane.status.set_ledger_size(scan.sizes.get(label, 0))
         resumed = 0
+        deferred: list[LedgerEntry] = []
         for entry in scan.unfinished:
             owner = self.lanes.get(entry.account_label)
-            if owner is not None:
+            if owner is None:
+                continue
+            resumed += 1
+            if entry.state is LedgerState.received and entry.last_error == DEFERRED:
+                deferred.append(entry)
+            else:
                 owner.parked[entry.decision_hash] = now
-                resumed += 1
+        deferred.sort(key=lambda e: (e.received_at, e.decision.event_ts, e.decision_hash))
+        for entry in deferred:
+            self.lanes[entry.account_label].backlog.ready(entry.decision_hash)
         if resumed:
-            log.info("re-driving %d unfinished ledger entries", resumed)
+            log.info(
+                "re-driving %d unfinished ledger entries (%d deferred: as their lanes have room)",
+                resumed,
+                len(deferred),
+            )
         return resumed
 
     def release(self, account_label: str) -> int:
@@ -262,7 +339,8 @@ class LaneService:
         return None
 
     def watch_controls(self, owned: set[str]) -> None:
-        """Show flags and kill switches on each lane's status; cancel open orders on engage."""
+        """Show flags, kill switches and backlogs on each lane's status; cancel open orders on
+        engage."""
         flags = self.flags()
         for label, lane in self.lanes.items():
             lane.status.set_flags(
@@ -271,6 +349,7 @@ class LaneService:
             reason = self.kill_reason(label, flags)
             lane.status.set_kill_switch(reason is not None, reason)
             lane.status.set_trading_state(self.states.effective(label).as_dict())
+            lane.status.set_backlog(len(lane.backlog), lane.backlog.deferred_again)
             engaged, was = reason is not None, self._engaged.get(label, False)
             self._engaged[label] = engaged
             if label not in owned:

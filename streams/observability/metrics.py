@@ -46,6 +46,18 @@ LANE_REJECTIONS = Counter(
     "Decisions a lane rejected before submission, by reason.",
     ["account", "reason"],
 )
+LANE_DEFERRALS = Counter(
+    "torghut_lane_deferrals_total",
+    "Decisions parked in the ledger because their lane had 16 unfinished (re-driven as it has "
+    "room).",
+    ["account"],
+)
+LANE_REDRIVES = Counter(
+    "torghut_lane_redrives_total",
+    "Decisions sent to the lane retry topic: reason=deferred (the lane had room for a deferred "
+    "one), reason=parked (a parked one's retry time came).",
+    ["account", "reason"],
+)
 SLOT_CONFLICTS = Counter(
     "torghut_decision_slot_conflicts_total",
     "Decisions refused because another decision already took the same (account, symbol, "

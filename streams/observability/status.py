@@ -101,6 +101,13 @@ class LaneStatus:
     decisions_seen: int = 0
     submissions: int = 0
     rejections: int = 0
+    # Backpressure: decisions deferred for lack of room, re-drives sent (of deferred decisions
+    # when the lane had room; of parked ones when their time came), re-drives read back while
+    # the lane was full again, and decisions waiting in the backlog now.
+    deferrals: int = 0
+    redrives: dict[str, int] = field(default_factory=lambda: {"deferred": 0, "parked": 0})
+    deferred_again: int = 0
+    backlog: int = 0
     ledger_size: int | None = None
     cursor: dict[str, Any] = field(default_factory=dict)
     lag: list[dict[str, Any]] = field(default_factory=list)
@@ -159,6 +166,28 @@ class LaneStatus:
         metrics.LANE_ORDERS.labels(account=self.account).inc()
         if signal_at is not None:
             metrics.observe_signal_to_ack(self.account, signal_at, now)
+
+    def record_deferral(self) -> None:
+        """A decision was parked because its lane had no room (`Lane.defer`)."""
+        with self._lock:
+            self.deferrals += 1
+        metrics.LANE_DEFERRALS.labels(account=self.account).inc()
+
+    def record_redrives(self, reason: str, n: int, *, backlog: int, deferred_again: int) -> None:
+        """`n` decisions sent to the retry topic: `deferred` (the lane had room) or `parked`
+        (their retry time came); with the backlog left and its deferred-again count."""
+        with self._lock:
+            self.redrives[reason] = self.redrives.get(reason, 0) + n
+            self.backlog = backlog
+            self.deferred_again = deferred_again
+        if n:
+            metrics.LANE_REDRIVES.labels(account=self.account, reason=reason).inc(n)
+
+    def set_backlog(self, waiting: int, deferred_again: int) -> None:
+        """Deferred decisions waiting for room now (and re-drives that found the lane full)."""
+        with self._lock:
+            self.backlog = waiting
+            self.deferred_again = deferred_again
 
     def record_rejection(
         self, decision_hash: str, reasons: list[str] | tuple[str, ...], at: datetime | None = None
@@ -308,7 +337,11 @@ class LaneStatus:
                     "decisions": self.decisions_seen,
                     "submissions": self.submissions,
                     "rejections": self.rejections,
+                    "deferrals": self.deferrals,
+                    "redrives": dict(self.redrives),
+                    "deferred_again": self.deferred_again,
                 },
+                "backlog": self.backlog,
                 "ledger_size": self.ledger_size,
                 "cursor": dict(self.cursor),
                 "lag": [dict(p) for p in self.lag],

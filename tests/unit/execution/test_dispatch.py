@@ -202,3 +202,39 @@ async def test_a_full_key_overflows_instead_of_stopping_the_reader() -> None:
     g.gate("b2").set()
     await d.drain()
     assert g.released == ["a1", "b1", "b2", "b3", "b4"]  # B's partition still in read order
+
+
+async def test_admit_can_overflow_an_item_with_room_and_on_done_hears_of_free_slots() -> None:
+    g = Gates()
+    deferred: list[str] = []
+    told: list[tuple[str, bool]] = []
+    done: list[tuple[object, int]] = []
+
+    async def overflow(item: str) -> None:
+        deferred.append(item)
+
+    def admit(key: object, item: str, full: bool) -> bool:
+        told.append((item, full))
+        return not item.endswith("!")  # e.g. an account with a backlog keeps its order
+
+    d: KeyedDispatcher[str] = KeyedDispatcher(
+        g.work,
+        g.release,
+        max_pending=100,
+        max_per_key=2,
+        overflow=overflow,
+        admit=admit,
+        on_done=lambda key: done.append((key, d.room(key))),
+    )
+    for item in ("b1", "b2!", "b3", "b4"):
+        await d.submit("B", item)
+    await settle()
+    assert told == [("b1", False), ("b2!", False), ("b3", False), ("b4", True)]
+    assert deferred == ["b2!", "b4"] and d.room("B") == 0  # b4: full, whatever admit said
+    done.clear()
+    g.gate("b1").set()
+    await settle()
+    assert done == [("B", 1)]  # told after the slot is free
+    g.gate("b3").set()
+    await d.drain()
+    assert d.room("B") == 2 and g.released == ["b1", "b2!", "b3", "b4"]

@@ -159,7 +159,8 @@ async def test_a_deferred_decision_is_recorded_parked_and_later_trades_once(
     parked = await r.lane.defer(d)
     assert parked.state is LedgerState.received and parked.retry_at is not None
     assert r.broker.calls == [] and r.sink.rows == []  # no broker call, no database write
-    assert d.decision_hash in r.lane.parked
+    # It waits for room in the backlog, never on a parked hold.
+    assert r.lane.backlog.hashes() == [d.decision_hash] and d.decision_hash not in r.lane.parked
     # Another decision for the same signal slot is refused when deferred too.
     twin = make_decision(action="sell")
     refused = await r.lane.defer(twin)

@@ -151,7 +151,15 @@ def test_snapshot_is_json_and_carries_the_lane_facts() -> None:
     assert entry["cursor"] == {"source": "order_feed", "offset": 12}
     assert entry["ledger_size"] == 3
     assert entry["lag"][0]["partition"] == 1
-    assert entry["counts"] == {"decisions": 1, "submissions": 1, "rejections": 1}
+    assert entry["counts"] == {
+        "decisions": 1,
+        "submissions": 1,
+        "rejections": 1,
+        "deferrals": 0,
+        "redrives": {"deferred": 0, "parked": 0},
+        "deferred_again": 0,
+    }
+    assert entry["backlog"] == 0
 
 
 def test_error_messages_and_reasons_are_scrubbed() -> None:
