@@ -64,6 +64,14 @@ MAX_STEPS = 8  # a pass makes at most plan, persist, submit, persist: bounded by
 SNAPSHOT_MAX_AGE = timedelta(minutes=15)  # older than this, refresh before sizing
 WAIT_RETRY = timedelta(seconds=5)  # a decision parked by `lane_waits` is tried again after this
 DEFERRED = "lane busy: deferred"  # the ledger's `last_error` of a decision parked for lack of room
+DEFERRAL_TIMEOUT_SECONDS = 180.0  # longest wait for a deferral to be durable before the exit
+
+
+class DeferralNotDurable(RuntimeError):
+    """A deferred decision's ledger entry was not acknowledged in time: its offset must not be
+    acked, and retrying in-process is unsafe; the worker exits and the decision is read again."""
+
+
 # Definitive answers about one order: the decision is rejected with the broker's code.
 REFUSALS = frozenset(
     {ErrorClass.insufficient, ErrorClass.rejected, ErrorClass.forbidden, ErrorClass.not_found}
@@ -255,9 +263,16 @@ class Lane:
             entry = entry.rejected(tuple(refused), now)
             self.status.record_rejection(entry.decision_hash, refused)
         parked = entry.parked(now, DEFERRED, now)
-        # Acked after this, so it must be in the ledger: waited for without a time limit (no
-        # lane waits on it; a write that fails stops the worker with the offset unacked).
-        await self.env.ledger.put(parked)
+        # Acked after this, so it must be in the ledger. No lane waits on it, so the bound is
+        # long (a Kafka outage of a few minutes is survived); past it the caller stops the
+        # worker with the offset unacked (`DeferralNotDurable`): the decision is read again.
+        try:
+            await asyncio.wait_for(self.env.ledger.put(parked), DEFERRAL_TIMEOUT_SECONDS)
+        except TimeoutError:
+            raise DeferralNotDurable(
+                f"deferral of {parked.decision_hash} not acknowledged by Kafka "
+                f"within {DEFERRAL_TIMEOUT_SECONDS:g} s"
+            ) from None
         self.status.record_deferral()
         self.backlog.ready(parked.decision_hash)
         return parked

@@ -181,7 +181,10 @@ class LanesRunner:
             return
         run_as_event(read.event)
         self._acks.open_scope()
-        await self.service.defer(decision)
+        try:
+            await self.service.defer(decision)
+        except Exception as exc:  # noqa: BLE001 - not durable: acking it would lose it
+            exit_worker(f"lane_defer_failed: {decision.account_label}: {type(exc).__name__}: {exc}")
 
     async def take(self, read: ReadDecision) -> None:
         """In the decision's own task: its table writes go to its event's changelog partition,

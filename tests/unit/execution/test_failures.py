@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from schemas.control import ControlCommand
 from streams.domain.ledger import LedgerState, ledger_key
@@ -207,3 +208,20 @@ async def test_an_undecodable_control_record_engages_its_scope_and_is_dead_lette
     assert feed.stale_for() == 0.0
     now[0] += 90
     assert feed.stale_for() == 90.0  # a stalled feed is noticed
+
+
+async def test_a_deferral_kafka_never_acknowledges_is_an_error_not_an_endless_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deferred decision's offset is acked once `defer` returns: a deferral that is not
+    durable in time raises (the runner then stops the worker, the offset unacked)."""
+    from streams.execution import lane as lane_module
+
+    monkeypatch.setattr(lane_module, "DEFERRAL_TIMEOUT_SECONDS", 0.05)
+    r = rig(tmp_path)
+    r.ledger.hold["received"] = asyncio.Event()  # Kafka does not answer
+    d = make_decision()
+    with pytest.raises(lane_module.DeferralNotDurable, match="not acknowledged by Kafka"):
+        await r.lane.defer(d)
+    assert d.decision_hash not in r.lane.backlog  # never handed out for a re-drive
+    assert r.broker.calls == []
