@@ -218,7 +218,13 @@ async def event_batches(stream: Any, max_events: int) -> AsyncIterator[list[Even
     on_message_out = stream._on_message_out
     try:
         while not stream.should_stop:
-            items = [await queue.get()]  # raises what was thrown to the channel
+            try:
+                items = [await queue.get()]  # raises what was thrown to the channel
+            except StopAsyncIteration:
+                # faust ends a stream at shutdown by throwing this into its channel; raised out
+                # of an async generator it would become a RuntimeError: the agent would crash,
+                # its supervisor restart it mid-shutdown and the worker hang until killed.
+                return
             while len(items) < max_events and not queue.empty():
                 items.append(queue.get_nowait())
             batch: list[EventT[Any]] = []

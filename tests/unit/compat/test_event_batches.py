@@ -191,6 +191,16 @@ async def test_an_error_thrown_to_the_channel_reaches_the_agent() -> None:
         await compat.event_batches(stream, 10).__anext__()
 
 
+async def test_the_stream_ending_at_shutdown_ends_the_batches_without_an_error() -> None:
+    """faust stops a stream by throwing StopAsyncIteration into its channel; out of an async
+    generator that became a RuntimeError: the agent crashed, its supervisor restarted it during
+    the shutdown, and the worker hung until killed (every SIGTERM: 30 s per test worker)."""
+    app = _app()
+    stream = _stream(app)
+    stream.channel.queue._throw(StopAsyncIteration())
+    assert [batch async for batch in compat.event_batches(stream, 10)] == []
+
+
 async def test_max_events_must_be_positive() -> None:
     with pytest.raises(ValueError):
         await compat.event_batches(_stream(_app()), 0).__anext__()
