@@ -7,7 +7,6 @@ latency percentiles and the one printed block of counts every scenario ends with
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import select
@@ -16,8 +15,8 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -25,14 +24,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from aiokafka import AIOKafkaProducer
-from pydantic import SecretStr
 
 from schemas.codecs import encode_decision
 from schemas.decision import AccountDecision, Action
-from streams.domain.accounts import Account, AccountMode
 from streams.domain.hashing import decision_hash
 from streams.domain.ledger import LedgerEntry, decode_entry
-from streams.forwarder.service import ForwarderTopics, TradeUpdatesForwarder
 from tests.integration.lanes.helpers import KEYS, topic_values
 from tests.support.stack import ROOT, StackInfo
 
@@ -118,39 +114,6 @@ def sim_accounts(labels: Sequence[str], cash: str = "10000000") -> dict[str, Any
             {"label": x, "key": KEYS[x][0], "secret": KEYS[x][1], "cash": cash} for x in labels
         ]
     }
-
-
-@asynccontextmanager
-async def forwarding(
-    stack: StackInfo, env: Mapping[str, str], sim: Any, labels: Sequence[str]
-) -> AsyncIterator[TradeUpdatesForwarder]:
-    """The trade-updates forwarder of `labels` (simulator websockets → the worker's v1/v2
-    topics), as in production: executions close through the order feed, not REST look-ups."""
-    accounts = [
-        Account(
-            label=label,
-            mode=AccountMode.paper,
-            api_key=SecretStr(KEYS[label][0]),
-            secret_key=SecretStr(KEYS[label][1]),
-            base_url=sim.url,
-        )
-        for label in labels
-    ]
-    topics = ForwarderTopics(
-        v2=env["TRADING_ORDER_FEED_TOPIC_V2"],
-        v1=env["TRADING_ORDER_FEED_TOPIC"],
-        reconcile=f"{env['TORGHUT_APP_ID']}-trade-updates-by-account",
-    )
-    forwarder = TradeUpdatesForwarder(accounts, stack.bootstrap, topics)
-    stop = asyncio.Event()
-    task = asyncio.create_task(forwarder.run(stop))
-    for label in labels:
-        await asyncio.to_thread(sim.admin.wait_listening, label, 1, 20.0)
-    try:
-        yield forwarder
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
 
 
 def log_counts(lines: Sequence[str], needles: Sequence[str]) -> dict[str, int]:

@@ -32,7 +32,6 @@ from tests.chaos.fault_support import (
     PRICES,
     Decisions,
     Sender,
-    forwarding,
     latency_line,
     ledger,
     log_counts,
@@ -43,7 +42,13 @@ from tests.chaos.fault_support import (
     sim_accounts,
     summary_of_orders,
 )
-from tests.integration.lanes.helpers import lane_env, prepare_topics, registry, start_worker
+from tests.integration.lanes.helpers import (
+    forwarding,
+    lane_env,
+    prepare_topics,
+    registry,
+    start_worker,
+)
 from tests.integration.persistence.conftest import head_dsn, head_template
 from tests.support.pg import fetch
 from tests.support.stack import StackInfo

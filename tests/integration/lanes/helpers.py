@@ -8,8 +8,8 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,12 +19,15 @@ from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
+from pydantic import SecretStr
 
 from schemas.codecs import encode_control, encode_decision
 from schemas.control import ControlCommand, control_key
 from schemas.decision import AccountDecision, Action
 from simulator.testing import RunningSimulator
+from streams.domain.accounts import Account, AccountMode
 from streams.domain.hashing import decision_hash
+from streams.forwarder.service import ForwarderTopics, TradeUpdatesForwarder
 from tests.integration.persistence.conftest import _create, _drop
 from tests.support.kafka import create_topics, produce
 from tests.support.pg import fetch
@@ -317,3 +320,36 @@ def running_world(
         (data_dir / "worker.log").write_text(world.worker.output)
         sim.stop()
         asyncio.run(_drop(stack, name))
+
+
+@asynccontextmanager
+async def forwarding(
+    stack: StackInfo, env: Mapping[str, str], sim: Any, labels: Sequence[str]
+) -> AsyncIterator[TradeUpdatesForwarder]:
+    """The trade-updates forwarder of `labels` (simulator websockets → the worker's v1/v2
+    topics), as in production: executions close through the order feed, not REST look-ups."""
+    accounts = [
+        Account(
+            label=label,
+            mode=AccountMode.paper,
+            api_key=SecretStr(KEYS[label][0]),
+            secret_key=SecretStr(KEYS[label][1]),
+            base_url=sim.url,
+        )
+        for label in labels
+    ]
+    topics = ForwarderTopics(
+        v2=env["TRADING_ORDER_FEED_TOPIC_V2"],
+        v1=env["TRADING_ORDER_FEED_TOPIC"],
+        reconcile=f"{env['TORGHUT_APP_ID']}-trade-updates-by-account",
+    )
+    forwarder = TradeUpdatesForwarder(accounts, stack.bootstrap, topics)
+    stop = asyncio.Event()
+    task = asyncio.create_task(forwarder.run(stop))
+    for label in labels:
+        await asyncio.to_thread(sim.admin.wait_listening, label, 1, 20.0)
+    try:
+        yield forwarder
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)

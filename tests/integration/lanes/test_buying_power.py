@@ -11,24 +11,20 @@ fits the snapshot's 3000 — is refused `insufficient_buying_power` before any P
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import LimitOrderRequest
-from pydantic import SecretStr
 
 from simulator.testing import RunningSimulator
-from streams.domain.accounts import Account, AccountMode
-from streams.forwarder.service import ForwarderTopics, TradeUpdatesForwarder
 from tests.integration.lanes.helpers import (
     KEYS,
     PRICES,
     broker_orders,
     decision,
+    forwarding,
     lane_env,
     prepare_topics,
     reasons,
@@ -46,36 +42,6 @@ from tests.support.worker import Worker
 pytestmark = pytest.mark.integration
 
 LABELS = ("alpha", "beta")
-
-
-@asynccontextmanager
-async def forwarding(
-    sim: RunningSimulator, env: dict[str, str], bootstrap: str
-) -> AsyncIterator[None]:
-    accounts = [
-        Account(
-            label=label,
-            mode=AccountMode.paper,
-            api_key=SecretStr(KEYS[label][0]),
-            secret_key=SecretStr(KEYS[label][1]),
-            base_url=sim.url,
-        )
-        for label in LABELS
-    ]
-    topics = ForwarderTopics(
-        v2=env["TRADING_ORDER_FEED_TOPIC_V2"],
-        v1=env["TRADING_ORDER_FEED_TOPIC"],
-        reconcile=f"{env['TORGHUT_APP_ID']}-trade-updates-by-account",
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(TradeUpdatesForwarder(accounts, bootstrap, topics).run(stop))
-    try:
-        for label in LABELS:
-            await asyncio.to_thread(sim.admin.wait_listening, label, 1, 20.0)
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
 
 
 async def snapshots(dsn: str) -> list[tuple[str, Decimal]]:
@@ -108,7 +74,7 @@ async def test_an_open_limit_order_holds_buying_power_the_snapshot_does_not_show
         )
         await prepare_topics(stack, env)
         workers.append(start_worker(stack, env, tmp_path / "w", "bp"))
-        async with forwarding(sim, env, stack.bootstrap):
+        async with forwarding(stack, env, sim, LABELS):
             # The forwarder's connect asks for a reconciliation, which refreshes the snapshot:
             # let it land before the order is placed by hand.
             async def settled() -> bool:
