@@ -2,11 +2,11 @@
 its time went.
 
 Every ledger transition is a changelog record (key `account|hash`, value the entry's JSON) with
-the producer's timestamp. Per order the lane writes, in order: planned, submitting, submitted,
-submitted (persisted) (older lanes also wrote `received` first and `planned (persisted)` after
-the decision row). The gaps between consecutive records are the lane's steps, the first one
-measured from the entry's `received_at`; `queued` is the decision's wait from fan-out
-(`emitted_at`) to the lane (`received_at`).
+the producer's timestamp. Per order the lane writes, in order: submitting (beside the decision
+row), submitted, submitted (persisted) (older lanes also wrote `received` and `planned` first, and
+`planned (persisted)` after the decision row). The gaps between consecutive records are the
+lane's steps, the first one measured from the entry's `received_at`; `queued` is the decision's
+wait from fan-out (`emitted_at`) to the lane (`received_at`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ from bench.report import latency_summary
 
 Order = tuple[str, str]  # (account, client_order_id = decision hash)
 
-FIRST_STEP = "plan + durable `planned`"  # lanes that no longer write `received`
+# The first step, from `received_at`, by the first state the lane writes.
+FIRST_STEPS = {
+    "planned": "plan + durable `planned`",  # lanes that wrote `planned` (not `received`)
+    "submitting": "plan + controls + decision row ‖ durable `submitting`",
+}
 STEPS = {
     ("received", False, "planned", False): "plan (incl. durable `received`)",
     ("planned", False, "planned", True): "persist decision row",
@@ -93,9 +97,9 @@ def _steps(changes: list[Change]) -> dict[str, float]:
     if received_at and emitted:
         waited = _when(received_at) - _when(emitted)
         out["queued before the lane"] = 1000.0 * waited.total_seconds()
-    if received_at and first.state == "planned":
-        planned_ms = first.timestamp_ms - 1000.0 * _when(received_at).timestamp()
-        out[FIRST_STEP] = planned_ms
+    first_step = FIRST_STEPS.get(first.state)
+    if received_at and first_step is not None:
+        out[first_step] = first.timestamp_ms - 1000.0 * _when(received_at).timestamp()
     for a, b in itertools.pairwise(changes):
         step = STEPS.get((a.state, a.persisted, b.state, b.persisted))
         if step is not None and step not in out:

@@ -14,6 +14,11 @@ so acking out of order is not safe; releasing a prefix is. An item whose work fa
 cancelled is never released (nor is anything after it): it comes back after a restart, and the
 lane's idempotent effects make the redelivery harmless.
 
+An item may let the next item of its key start before it is finished: `work` gets a
+`proceed` callback, and the lanes call it once the broker has answered, so an account's next
+order does not wait for the previous one's bookkeeping (its Postgres rows). The item still
+counts against its key's bound and is released (acked) only once it is finished, in order.
+
 Release order is kept per *stream* (the caller passes the item's topic partition): faust
 commits each partition on its own, so a slow account holds back the acks of its own partition
 only, never those of accounts on other partitions.
@@ -47,13 +52,16 @@ T = TypeVar("T")
 class _Slot(Generic[T]):
     item: T
     finished: bool = False
+    failed: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # Set when the key's next item may start: the work called `proceed`, or the item ended.
+    go: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
 
 class KeyedDispatcher(Generic[T]):
     def __init__(
         self,
-        work: Callable[[T], Awaitable[None]],
+        work: Callable[[T, Callable[[], None]], Awaitable[None]],
         release: Callable[[T], Awaitable[object]],
         *,
         max_pending: int,
@@ -141,16 +149,21 @@ class KeyedDispatcher(Generic[T]):
         self, key: Hashable, stream: Hashable, slot: _Slot[T], before: _Slot[T] | None
     ) -> None:
         try:
-            if before is not None and before.task is not None:
-                await asyncio.wait([before.task])
-                if not before.finished:
+            if before is not None:
+                await before.go.wait()
+                if before.failed or (before.task is not None and before.task.cancelled()):
+                    slot.failed = True
                     return  # the key's previous item failed: this one must not overtake it
-            await self._work(slot.item)
+            await self._work(slot.item, slot.go.set)
         except asyncio.CancelledError:
+            slot.failed = True
             raise
         except Exception as exc:  # noqa: BLE001 - held, and raised to the reader (submit)
+            slot.failed = True
             self._failed(exc)
             return
+        finally:
+            slot.go.set()  # never leave the key's next item waiting (it checks `failed`)
         slot.finished = True
         if self._tails.get(key) is slot:
             del self._tails[key]

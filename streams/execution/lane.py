@@ -2,8 +2,14 @@
 
 The submit path, with the ledger written before every side effect:
 
-    received ──(risk, sizing)──▶ planned ──(decision row)──▶ [controls] ──▶ submitting (durable)
-        ──POST──▶ submitted (durable) ──(decision + execution rows)──▶ done
+    received ──(risk, sizing)──▶ planned ──[controls]──▶ submitting (durable) ‖ decision row
+        ──[controls]──POST──▶ submitted (durable) ──(execution row)──▶ done
+
+`planned` lives in memory only (a crash before `submitting` redelivers the decision, and it is
+planned again); the decision row and the durable `submitting` are written at the same time, and
+nothing is sent unless both succeeded. Once the broker has answered, the account's next decision
+may start (`Attempt.proceed`): `submitted` and the rows are this decision's own bookkeeping, and
+its offset is acked only after them.
 
 Nothing here loops or sleeps for one account: a broker call is bounded by its timeout, and an
 outcome that cannot be settled now (ambiguous POST, broker or database down, backoff) parks the
@@ -126,6 +132,19 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One pass of a decision through its lane: when it was read, and how to let the account's
+    next decision start once the broker has answered (the rest is this decision's bookkeeping)."""
+
+    started: float
+    proceed: Callable[[], None] = _nothing
+
+
 @dataclass
 class Backoff:
     """Exponential backoff after consecutive failures: `base`, 2 * base, ... up to `cap` seconds."""
@@ -205,6 +224,9 @@ class Lane:
     last_order_sent: datetime | None = None
     # The account's sizing limits when its registry entry overrides one (else the policy's).
     sizing: SizingLimits | None = None
+    # Decisions being handled, by hash: a second delivery of one (redelivered and re-driven at
+    # once) waits for the first to finish, even once the first let the lane's next decision go.
+    _handling: dict[str, asyncio.Event] = field(default_factory=dict, repr=False, init=False)
 
     @property
     def label(self) -> str:
@@ -212,13 +234,30 @@ class Lane:
 
     # ------------------------------------------------------------------ entry point
     async def handle(
-        self, decision: AccountDecision, consumed_at: float | None = None
+        self,
+        decision: AccountDecision,
+        consumed_at: float | None = None,
+        proceed: Callable[[], None] = _nothing,
     ) -> LedgerEntry:
-        """Take one decision (new, redelivered or re-driven) as far as it can go now."""
+        """Take one decision (new, redelivered or re-driven) as far as it can go now.
+
+        `proceed` is called once the broker has answered this decision's order: from then on
+        the lane's next decision may run beside this one's bookkeeping."""
         started = consumed_at if consumed_at is not None else time.perf_counter()
+        attempt = Attempt(started, proceed)
+        key = ledger_key(self.label, decision.decision_hash)
+        while (running := self._handling.get(key)) is not None:
+            await running.wait()  # one writer per ledger entry (bounded: that pass's own steps)
+        finished = self._handling[key] = asyncio.Event()
+        try:
+            return await self._handle(decision, key, attempt)
+        finally:
+            del self._handling[key]
+            finished.set()
+
+    async def _handle(self, decision: AccountDecision, key: str, attempt: Attempt) -> LedgerEntry:
         self.status.record_decision(decision.decision_hash)
         self.backlog.discard(decision.decision_hash)  # taken up: no longer waiting for room
-        key = ledger_key(self.label, decision.decision_hash)
         entry = self.env.ledger.get(key)
         refused: list[str] = []
         if entry is None:
@@ -230,7 +269,7 @@ class Lane:
         try:
             if refused:
                 entry = await self._reject(entry, refused)
-            entry = await self._drive(entry, started)
+            entry = await self._drive(entry, attempt)
         except Exception as exc:  # noqa: BLE001 - a poison decision must not stop the lane
             entry = await self._internal_error(entry, exc)
             if entry.step is Step.persist and entry.retry_at is None:
@@ -325,19 +364,20 @@ class Lane:
             )
         return None
 
-    async def _drive(self, entry: LedgerEntry, started: float) -> LedgerEntry:
+    async def _drive(self, entry: LedgerEntry, attempt: Attempt) -> LedgerEntry:
         for _ in range(MAX_STEPS):
             step = entry.step
             if step is Step.done:
                 return entry
-            if step is Step.plan:
+            if entry.state is LedgerState.planned:
+                # Its decision row (unless written) goes with the durable `submitting`.
+                new = await self._submit(entry, attempt)
+            elif step is Step.plan:
                 new = await self._plan(entry)
             elif step is Step.persist:
                 new = await self._persist(entry)
-            elif step is Step.submit:
-                new = await self._submit(entry, started)
             else:
-                new = await self._resolve(entry, started)
+                new = await self._resolve(entry, attempt)
             if new.retry_at is not None:
                 return new  # parked: taken up again later
             entry = new
@@ -382,9 +422,9 @@ class Lane:
         result = size_order(decision, snapshot, self.sizing or self.env.policy.sizing)
         if result.plan is None:
             return await self._reject(entry, result.reasons)
-        planned = entry.planned(result.plan, self.env.clock())
-        await self._store(planned)
-        return planned
+        # Not written: a crash before `submitting` leaves nothing, and the decision is planned
+        # again when it is redelivered; a rejection or a park from here writes the entry.
+        return entry.planned(result.plan, self.env.clock())
 
     async def _persist(self, entry: LedgerEntry) -> LedgerEntry:
         try:
@@ -468,7 +508,9 @@ class Lane:
             reasons.append(TA_STALE)
         return reasons
 
-    async def _submit(self, entry: LedgerEntry, started: float) -> LedgerEntry:
+    async def _submit(self, entry: LedgerEntry, attempt: Attempt) -> LedgerEntry:
+        """A planned entry: the controls, then the durable `submitting` with the decision row
+        (unless written), then the POST."""
         now = self.env.clock()
         refusals = self._refusals(entry, now)
         if refusals:
@@ -483,9 +525,10 @@ class Lane:
         instead = await self._check_account(entry)
         if instead is not None:
             return instead
-        return await self._send(entry.submitting(now), started)
+        row = None if entry.persisted else entry
+        return await self._send(entry.submitting(now), attempt, row)
 
-    async def _resolve(self, entry: LedgerEntry, started: float) -> LedgerEntry:
+    async def _resolve(self, entry: LedgerEntry, attempt: Attempt) -> LedgerEntry:
         """An entry in `submitting`: the order may exist. Look it up before anything else."""
         now = self.env.clock()
         if self.auth.active(now) or self.circuit.active(now):
@@ -499,22 +542,41 @@ class Lane:
             self._note_failure(exc)
             return await self._park(entry, f"lookup failed: {exc.kind}")
         if order is not None:
-            return await self._accepted(entry, order, started)
+            return await self._accepted(entry, order, attempt)
         refusals = self._refusals(entry, self.env.clock())
         if refusals:  # no order exists, and none may be sent any more
             return await self._reject(entry, refusals)
         waiting = await self._wait_if_told(entry)
         if waiting is not None:
             return waiting  # still `submitting`: looked up again before any POST
-        return await self._send(entry.submitting(self.env.clock()), started)
+        # Its decision row may not have been written (a crash, or Postgres down, beside the
+        # first `submitting`): it is written again (idempotent) before anything is sent.
+        row = entry.model_copy(update={"state": LedgerState.planned, "persisted": False})
+        return await self._send(entry.submitting(self.env.clock()), attempt, row)
 
-    async def _send(self, submitting: LedgerEntry, started: float) -> LedgerEntry:
+    async def _send(
+        self, submitting: LedgerEntry, attempt: Attempt, row: LedgerEntry | None = None
+    ) -> LedgerEntry:
+        """Durable `submitting`, and the decision row of `row` (a planned entry) at the same
+        time; then the controls, once more, and the POST. Nothing is sent unless both are
+        written: a row Postgres refuses rejects the decision (`persist_failed`), Postgres down
+        parks it."""
         plan = submitting.plan
         assert plan is not None
         self.env.index.remember(self.label, client_order_id=plan.client_order_id)
         # Durable before the POST (and the index with it), within a bound: unacknowledged, the
         # entry parks in `submitting`, so the resolve path looks the order up before any POST.
-        if not await self._store(submitting):
+        if row is None:
+            stored = await self._store(submitting)
+        else:
+            stored, refused = await asyncio.gather(self._store(submitting), self._decision_row(row))
+            if refused is not None:
+                if is_poison(refused):
+                    return await self._poison_row(row, refused)
+                # Nothing was sent in this pass: parked as planned, unless an earlier attempt
+                # may have sent it (then it stays `submitting`: looked up before any POST).
+                return await self._database_down(row if not row.attempts else submitting, refused)
+        if not stored:
             now = self.env.clock()
             return await self._park(
                 submitting, "ledger write not acknowledged in time", self.storage.fail(now)
@@ -531,12 +593,21 @@ class Lane:
         except BrokerError as exc:
             if not exc.ambiguous:
                 return await self._broker_refused(submitting, exc)
-            return await self._lookup_after(submitting, exc, started)
+            return await self._lookup_after(submitting, exc, attempt)
         self.env.crash.point("after_submit")
-        return await self._accepted(submitting, order, started)
+        return await self._accepted(submitting, order, attempt)
+
+    async def _decision_row(self, planned: LedgerEntry) -> BaseException | None:
+        """Write the decision row of a planned entry; what went wrong, or None."""
+        try:
+            await self.env.sink.persist(planned)
+        except Exception as exc:  # noqa: BLE001 - classified by the caller: poison or down
+            return exc
+        self._database_ok()
+        return None
 
     async def _lookup_after(
-        self, submitting: LedgerEntry, exc: BrokerError, started: float
+        self, submitting: LedgerEntry, exc: BrokerError, attempt: Attempt
     ) -> LedgerEntry:
         """One immediate lookup after an ambiguous POST; otherwise park (still `submitting`)."""
         self._note_failure(exc)
@@ -554,22 +625,26 @@ class Lane:
             self._note_failure(lookup_exc)
             return await self._park(submitting, f"{exc.kind}; lookup failed: {lookup_exc.kind}")
         if order is not None:
-            return await self._accepted(submitting, order, started)
+            return await self._accepted(submitting, order, attempt)
         return await self._park(submitting, f"{exc.kind}; no order found yet")
 
     async def _accepted(
-        self, submitting: LedgerEntry, order: dict[str, Any], started: float
+        self, submitting: LedgerEntry, order: dict[str, Any], attempt: Attempt
     ) -> LedgerEntry:
         now = self.env.clock()
         self.last_order_sent = now  # the broker has it: a snapshot requested from now holds it
         done = submitting.submitted(order, now)
         self.env.index.remember(self.label, alpaca_order_id=done.alpaca_order_id)
-        await self._store(done)
         self._note_ok()
         plan = submitting.plan
         if self.snapshot is not None and plan is not None:
             self.snapshot = self.snapshot.after_order(plan)
-        latency_ms = (time.perf_counter() - started) * 1000.0
+        # What the account's next order depends on is up to date (snapshot, windows, index):
+        # it may go now; `submitted` and the rows below are this decision's own, and its offset
+        # is acked only after them (a crash first: `submitting` is looked up, the order found).
+        attempt.proceed()
+        await self._store(done)
+        latency_ms = (time.perf_counter() - attempt.started) * 1000.0
         self.status.record_submission(
             done.decision_hash, now, signal_at=submitting.decision.event_ts
         )

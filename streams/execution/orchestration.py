@@ -186,9 +186,11 @@ class LanesRunner:
         except Exception as exc:  # noqa: BLE001 - not durable: acking it would lose it
             exit_worker(f"lane_defer_failed: {decision.account_label}: {type(exc).__name__}: {exc}")
 
-    async def take(self, read: ReadDecision) -> None:
+    async def take(self, read: ReadDecision, proceed: Callable[[], None] = lambda: None) -> None:
         """In the decision's own task: its table writes go to its event's changelog partition,
-        and its durable writes are awaited apart from other accounts' (see tables/durable.py)."""
+        and its durable writes are awaited apart from other accounts' (see tables/durable.py).
+        `proceed` lets the account's next decision start (the lane calls it once the broker
+        answered; the dispatcher also does when this returns)."""
         event = read.event
         run_as_event(event)
         self._acks.open_scope()
@@ -207,7 +209,7 @@ class LanesRunner:
         # failing. Acking it would lose the decision, retrying it in-process is unsafe (see
         # `run`): the worker stops now, this event unacked.
         try:
-            await self.service.handle(decision, read.consumed_at)
+            await self.service.handle(decision, read.consumed_at, proceed)
         except Exception as exc:  # noqa: BLE001 - see above
             exit_worker(f"lane_failed: {decision.account_label}: {type(exc).__name__}: {exc}")
 

@@ -149,12 +149,18 @@ class LaneService:
         return lane is not None and lane.mismatch is not None
 
     # ---- the lanes agent
-    async def handle(self, decision: AccountDecision, consumed_at: float) -> LedgerEntry | None:
-        """One decision (new, redelivered or re-driven) for its lane; None if there is no lane."""
+    async def handle(
+        self,
+        decision: AccountDecision,
+        consumed_at: float,
+        proceed: Callable[[], None] = lambda: None,
+    ) -> LedgerEntry | None:
+        """One decision (new, redelivered or re-driven) for its lane; None if there is no lane.
+        `proceed` is called once the lane's next decision may start (see `Lane.handle`)."""
         lane = self.lanes.get(decision.account_label)
         if lane is None:
             return None
-        entry = await lane.handle(decision, consumed_at)
+        entry = await lane.handle(decision, consumed_at, proceed)
         if self.cursors.advance(lane.label, LaneCursor.of(decision)):
             self._dirty_cursors.add(lane.label)
         return entry

@@ -22,7 +22,7 @@ class Gates:
     def gate(self, item: str) -> asyncio.Event:
         return self.gates.setdefault(item, asyncio.Event())
 
-    async def work(self, item: str) -> None:
+    async def work(self, item: str, proceed: object = None) -> None:
         self.started.append(item)
         await self.gate(item).wait()
         if item.startswith("boom"):
@@ -238,3 +238,51 @@ async def test_admit_can_overflow_an_item_with_room_and_on_done_hears_of_free_sl
     g.gate("b3").set()
     await d.drain()
     assert d.room("B") == 2 and g.released == ["b1", "b2!", "b3", "b4"]
+
+
+async def test_proceed_lets_the_keys_next_item_start_but_release_stays_in_order() -> None:
+    started: list[str] = []
+    tails: dict[str, asyncio.Event] = {"a1": asyncio.Event(), "a2": asyncio.Event()}
+    released: list[str] = []
+
+    async def work(item: str, proceed: object) -> None:
+        started.append(item)
+        assert callable(proceed)
+        proceed()  # e.g. the broker answered: the rest is bookkeeping
+        await tails[item].wait()
+
+    async def release(item: str) -> None:
+        released.append(item)
+
+    d = KeyedDispatcher(work, release, max_pending=100, max_per_key=2)
+    await d.submit("A", "a1")
+    await d.submit("A", "a2")
+    await settle()
+    assert started == ["a1", "a2"]  # a2 did not wait for a1's tail
+    assert d.room("A") == 0  # a1 still counts against its key until it is finished
+    tails["a2"].set()
+    await settle()
+    assert released == []  # a2 is finished, a1 is not: nothing may be acked
+    tails["a1"].set()
+    await d.drain()
+    assert released == ["a1", "a2"]
+
+
+async def test_an_item_that_fails_before_it_proceeds_holds_its_key() -> None:
+    started: list[str] = []
+
+    async def work(item: str, proceed: object) -> None:
+        started.append(item)
+        if item == "a1":
+            raise RuntimeError("boom")
+
+    async def release(item: str) -> None:
+        raise AssertionError(f"{item} released")
+
+    d = KeyedDispatcher(work, release, max_pending=100, max_per_key=2)
+    await d.submit("A", "a1")
+    await d.submit("A", "a2")
+    await settle()
+    assert started == ["a1"]  # a2 never overtakes the failed a1
+    with pytest.raises(RuntimeError):
+        await d.drain()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,14 +22,9 @@ async def test_happy_path_records_before_every_side_effect(tmp_path: Path) -> No
     entry = await r.lane.handle(d)
 
     assert entry.state is LedgerState.submitted and entry.persisted
-    assert r.journal.events == [
-        "ledger:planned",
-        "db:planned",
-        "ledger:submitting",
-        "broker:submit",
-        "ledger:submitted",
-        "db:submitted",
-    ]
+    # `planned` is not written; the decision row and `submitting` are written together.
+    assert set(r.journal.events[:2]) == {"db:planned", "ledger:submitting"}
+    assert r.journal.events[2:] == ["broker:submit", "ledger:submitted", "db:submitted"]
     assert entry.plan is not None and entry.plan.qty == 10 and entry.plan.time_in_force == "day"
     assert r.index.owner == {d.decision_hash: "alpha", entry.alpaca_order_id: "alpha"}
     assert r.lane.status.submissions == 1
@@ -288,3 +284,76 @@ async def test_a_refresh_requested_before_an_order_keeps_its_reservation(tmp_pat
     r.clock.advance(10)
     fresh = await r.lane.refresh_snapshot()
     assert fresh is not reserved and r.lane.snapshot is fresh
+
+
+async def test_the_next_decision_may_start_once_the_broker_answered(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    d = make_decision()
+    entry = await r.lane.handle(d, proceed=lambda: r.journal.events.append("proceed"))
+    assert entry.state is LedgerState.submitted and entry.persisted
+    # After the POST's answer, before this decision's own bookkeeping.
+    assert r.journal.events[2:] == ["broker:submit", "proceed", "ledger:submitted", "db:submitted"]
+
+
+async def test_a_rejected_decision_never_proceeds_early(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    r.controls["flags"] = flags(kill_for="alpha")
+    told: list[str] = []
+    entry = await r.lane.handle(make_decision(), proceed=lambda: told.append("proceed"))
+    assert entry.state is LedgerState.rejected and told == []  # the dispatcher goes on at the end
+
+
+async def test_a_submitting_entry_without_an_order_gets_its_row_before_it_is_sent(
+    tmp_path: Path,
+) -> None:
+    """A crash beside the first `submitting` may have left no decision row: the resolve path
+    writes it (and a database outage parks the decision as planned, nothing sent)."""
+    r = rig(tmp_path)
+    d = make_decision()
+    r.sink.fail["planned"] = 2  # the first write and the one on the re-drive
+    parked = await r.lane.handle(d)
+    assert parked.state is LedgerState.planned and parked.retry_at is not None
+    stored = r.ledger.get(parked.key)
+    assert stored is not None and stored.state is LedgerState.planned  # not `submitting`
+    assert "broker:submit" not in r.journal.events
+
+    # As if the worker had crashed after `submitting` was written beside a lost row.
+    assert parked.plan is not None
+    r.ledger.rows[parked.key] = parked.submitting(r.clock()).model_copy(update={"retry_at": None})
+    r.journal.events.clear()
+    again = await r.lane.handle(d)
+    # Still `submitting` (an earlier attempt may have sent it): looked up again next time.
+    assert again.state is LedgerState.submitting and again.retry_at is not None
+    assert r.broker.calls[-1] == "lookup" and "broker:submit" not in r.journal.events
+
+    r.clock.advance(60)
+    done = await r.lane.handle(d)
+    assert done.state is LedgerState.submitted and done.persisted
+    events = r.journal.events
+    assert r.broker.calls[-2:] == ["lookup", "submit"]
+    assert events.index("db:planned") < events.index("broker:submit")
+    assert events.count("broker:submit") == 1
+
+
+async def test_a_second_delivery_waits_for_the_first_even_after_it_let_the_lane_go(
+    tmp_path: Path,
+) -> None:
+    """Redelivered and re-driven at once: the second pass of a decision never overlaps the
+    first one's bookkeeping (one writer per ledger entry), so it neither looks the order up nor
+    writes its rows beside it."""
+    r = rig(tmp_path)
+    d = make_decision()
+    hold = asyncio.Event()
+    r.ledger.hold["submitted"] = hold  # the first pass's `submitted` write is slow
+    went: list[str] = []
+    first = asyncio.create_task(r.lane.handle(d, proceed=lambda: went.append("first")))
+    await asyncio.sleep(0.05)
+    assert went == ["first"]  # the broker answered; the lane's next decision may go
+    second = asyncio.create_task(r.lane.handle(d, proceed=lambda: went.append("second")))
+    await asyncio.sleep(0.05)
+    assert not second.done() and r.broker.calls.count("lookup") == 0
+    hold.set()
+    a, b = await first, await second
+    assert a.state is LedgerState.submitted and a.persisted
+    assert b == a and went == ["first"]  # the second found it done: nothing sent, nothing run
+    assert r.broker.calls.count("submit") == 1 and r.journal.events.count("db:submitted") == 1
