@@ -45,7 +45,11 @@ class TorghutApp(faust.App):
 
     def _new_transport(self) -> Any:
         """faust's transport with a consumer that never commits past an unprocessed record."""
-        return compat.no_skip_transport(self, eager_delivery=self.settings.eager_delivery)
+        return compat.no_skip_transport(
+            self,
+            eager_delivery=self.settings.eager_delivery,
+            lean_drain=self.settings.lean_drain,
+        )
 
     def topic(self, *topics: str, **kwargs: Any) -> faust.TopicT:
         if kwargs.get("internal"):

@@ -170,6 +170,15 @@ class Settings(BaseSettings):
         "tasks per record (`compat.EagerNoSkipConsumer`); a delivery that has to wait is raced "
         "against a rebalance exactly as faust does. `false`: faust's own loop.",
     )
+    lean_drain: bool = env(
+        "TORGHUT_LEAN_DRAIN",
+        True,
+        "The consumer's fetch loop hands a fetched batch to the streams in one loop, a record "
+        "of a topic whose schema builds events synchronously (the signals topic, with "
+        "`TORGHUT_SIGNAL_BATCH_MAX` on) put straight on its agent's queue when nothing would "
+        "wait (`compat.LeanNoSkipConsumer`); anything else takes faust's path. Needs "
+        "`TORGHUT_EAGER_DELIVERY`. `false`: faust's own loop.",
+    )
     signal_batch_max: int = env(
         "TORGHUT_SIGNAL_BATCH_MAX",
         500,
