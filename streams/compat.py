@@ -182,7 +182,9 @@ async def held_until_handled(
             event.message.decref()
 
 
-async def event_batches(stream: Any, max_events: int) -> AsyncIterator[list[EventT[Any]]]:
+async def event_batches(
+    stream: Any, max_events: int, batch_acks: bool = True
+) -> AsyncIterator[list[EventT[Any]]]:
     """The events of a faust agent's stream in batches, each acked only once the consumer's loop
     body for it completed (the signals stage's batch path, `TORGHUT_SIGNAL_BATCH_MAX`).
 
@@ -198,7 +200,9 @@ async def event_batches(stream: Any, max_events: int) -> AsyncIterator[list[Even
     - a record of an acking topic is tracked (`unacked`, the consumer's `on_message_in`
       sensor) before it is handed on, so a rebalance waits for it (`wait_empty`);
     - after the body: the event is acked (`Event.ack`: its last reference makes the offset
-      committable) and the `on_message_out` sensor called, as `Stream.ack` does.
+      committable) and the `on_message_out` sensor called, as `Stream.ack` does (with
+      `batch_acks`, `TORGHUT_LEAN_DRAIN`: `ack_events`, the batch's acks under one hold of
+      faust's `ack_lock`).
 
     Left out: the per-event `asyncio.sleep(0)` and channel `__anext__` (one queue read and one
     loop pass per *batch*), the stream processors and `on_merge` (the agent's stream has none),
@@ -249,16 +253,42 @@ async def event_batches(stream: Any, max_events: int) -> AsyncIterator[list[Even
                 batch.append(item)
             if batch:
                 yield batch
-                for event in batch:
-                    if event.ack():
-                        message = event.message
-                        on_message_out(message.tp, message.offset, message)
+                if batch_acks:
+                    ack_events(consumer, batch, on_message_out)
+                else:
+                    for event in batch:
+                        if event.ack():
+                            message = event.message
+                            on_message_out(message.tp, message.offset, message)
             await asyncio.sleep(0)  # one loop pass per batch: the fetch loop and the rest run
     finally:
         stream._channel_stop_iteration(channel)
         if started_by_us:
             await stream.stop()
             stream.service_reset()
+
+
+def ack_events(
+    consumer: Any, events: Sequence[EventT[Any]], on_acked: Callable[[TP, int, Any], None]
+) -> None:
+    """Ack each event of a batch as `Event.ack` does, under one hold of faust's `ack_lock`; the
+    stream's message-out sensor (`on_acked`) for each message whose last reference this was.
+
+    Per event this is faust 0.15.3's `Event.ack` → `Message.ack(app.consumer)` with its
+    `decref` inlined (each takes the reentrant `ack_lock` again; here it is held for the
+    batch): an already acked message is left alone; otherwise its reference count drops by one
+    (never below zero) and, at zero, `on_final_ack(consumer)` — for a `ConsumerMessage`,
+    `consumer.ack`: `NoSkipConsumer.ack`, which makes the offset committable — decides whether
+    the sensor is called, as `Stream.ack` does with `Event.ack`'s result."""
+    with ack_lock:
+        for event in events:
+            message = event.message
+            if message.acked:
+                continue
+            refcount = message.refcount - 1
+            message.refcount = refcount if refcount > 0 else 0
+            if refcount <= 0 and message.on_final_ack(consumer):
+                on_acked(message.tp, message.offset, message)
 
 
 # ---------------------------------------------------------------- faust: recovery
