@@ -64,6 +64,8 @@ FUSED = {
     ),
     "FlowControlEvent.acquire": (FlowControlEvent.acquire, "4d91fbce4a0a45b7"),
     "aiokafka Consumer._to_message": (faust_aiokafka.Consumer._to_message, "e20ceb92c6ecc527"),
+    # ours: the lean loop repeats its per-record seek check (change both together)
+    "NoSkipConsumer.getmany": (compat.NoSkipConsumer.getmany, "c7512c9908fcfc92"),
 }
 
 
