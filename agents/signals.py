@@ -21,5 +21,6 @@ async def signals(stream: faust.StreamT[bytes]) -> None:
         decoder=context.signal_decoder,
         max_event_time_skew_seconds=context.settings.max_event_time_skew_seconds,
         batch_max=context.settings.signal_batch_max,
+        batch_acks=context.settings.lean_drain,
     )
     await handler.run(stream)

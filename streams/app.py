@@ -9,6 +9,7 @@ wiring over the typed core in `streams/`.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import faust
@@ -45,7 +46,11 @@ class TorghutApp(faust.App):
 
     def _new_transport(self) -> Any:
         """faust's transport with a consumer that never commits past an unprocessed record."""
-        return compat.no_skip_transport(self, eager_delivery=self.settings.eager_delivery)
+        return compat.no_skip_transport(
+            self,
+            eager_delivery=self.settings.eager_delivery,
+            lean_drain=self.settings.lean_drain,
+        )
 
     def topic(self, *topics: str, **kwargs: Any) -> faust.TopicT:
         if kwargs.get("internal"):
@@ -135,10 +140,24 @@ def build_worker_context(
         try:
             app.build_context(topics, tables)
             check_connection_blocking(settings)  # Kafka settings that cannot connect: say so
+            if settings.gc_freeze:
+                freeze_startup_objects()
         except KafkaConfigError as exc:
             exit_on_configuration_error(ConfigurationError(f"refusing to start: {exc}"))
         except ConfigurationError as exc:
             exit_on_configuration_error(exc)
+
+
+def freeze_startup_objects() -> None:
+    """Collect once, then move every object alive into the collector's permanent generation.
+
+    What is alive once the worker context is built (imported modules, their classes and
+    constants, the settings, the context) lives as long as the process; a full collection
+    walked all of it again every few seconds of signal flow (~0.12 s each, bench B6). Frozen
+    objects are still freed by reference counting; only a cycle among them that became garbage
+    would stay (there is none to expect among start-up objects)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _is_worker_command() -> bool:

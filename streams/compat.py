@@ -64,7 +64,11 @@ from faust.stores.rocksdb import Store as RocksStore  # noqa: E402
 from faust.streams import _current_event  # noqa: E402
 from faust.tables import TableManager  # noqa: E402
 from faust.tables.recovery import Recovery  # noqa: E402
-from faust.transport.consumer import CONSUMER_PARTITIONS_REVOKED  # noqa: E402
+from faust.transport._cython.conductor import ConductorHandler  # noqa: E402
+from faust.transport.consumer import (  # noqa: E402
+    CONSUMER_FETCHING,
+    CONSUMER_PARTITIONS_REVOKED,
+)
 from faust.transport.drivers import aiokafka as faust_aiokafka  # noqa: E402
 from faust.types import TP, AgentT, AppT, CollectionT, EventT  # noqa: E402
 from faust.types.tuples import ack_lock  # noqa: E402
@@ -178,7 +182,9 @@ async def held_until_handled(
             event.message.decref()
 
 
-async def event_batches(stream: Any, max_events: int) -> AsyncIterator[list[EventT[Any]]]:
+async def event_batches(
+    stream: Any, max_events: int, batch_acks: bool = True
+) -> AsyncIterator[list[EventT[Any]]]:
     """The events of a faust agent's stream in batches, each acked only once the consumer's loop
     body for it completed (the signals stage's batch path, `TORGHUT_SIGNAL_BATCH_MAX`).
 
@@ -194,7 +200,9 @@ async def event_batches(stream: Any, max_events: int) -> AsyncIterator[list[Even
     - a record of an acking topic is tracked (`unacked`, the consumer's `on_message_in`
       sensor) before it is handed on, so a rebalance waits for it (`wait_empty`);
     - after the body: the event is acked (`Event.ack`: its last reference makes the offset
-      committable) and the `on_message_out` sensor called, as `Stream.ack` does.
+      committable) and the `on_message_out` sensor called, as `Stream.ack` does (with
+      `batch_acks`, `TORGHUT_LEAN_DRAIN`: `ack_events`, the batch's acks under one hold of
+      faust's `ack_lock`).
 
     Left out: the per-event `asyncio.sleep(0)` and channel `__anext__` (one queue read and one
     loop pass per *batch*), the stream processors and `on_merge` (the agent's stream has none),
@@ -245,16 +253,42 @@ async def event_batches(stream: Any, max_events: int) -> AsyncIterator[list[Even
                 batch.append(item)
             if batch:
                 yield batch
-                for event in batch:
-                    if event.ack():
-                        message = event.message
-                        on_message_out(message.tp, message.offset, message)
+                if batch_acks:
+                    ack_events(consumer, batch, on_message_out)
+                else:
+                    for event in batch:
+                        if event.ack():
+                            message = event.message
+                            on_message_out(message.tp, message.offset, message)
             await asyncio.sleep(0)  # one loop pass per batch: the fetch loop and the rest run
     finally:
         stream._channel_stop_iteration(channel)
         if started_by_us:
             await stream.stop()
             stream.service_reset()
+
+
+def ack_events(
+    consumer: Any, events: Sequence[EventT[Any]], on_acked: Callable[[TP, int, Any], None]
+) -> None:
+    """Ack each event of a batch as `Event.ack` does, under one hold of faust's `ack_lock`; the
+    stream's message-out sensor (`on_acked`) for each message whose last reference this was.
+
+    Per event this is faust 0.15.3's `Event.ack` → `Message.ack(app.consumer)` with its
+    `decref` inlined (each takes the reentrant `ack_lock` again; here it is held for the
+    batch): an already acked message is left alone; otherwise its reference count drops by one
+    (never below zero) and, at zero, `on_final_ack(consumer)` — for a `ConsumerMessage`,
+    `consumer.ack`: `NoSkipConsumer.ack`, which makes the offset committable — decides whether
+    the sensor is called, as `Stream.ack` does with `Event.ack`'s result."""
+    with ack_lock:
+        for event in events:
+            message = event.message
+            if message.acked:
+                continue
+            refcount = message.refcount - 1
+            message.refcount = refcount if refcount > 0 else 0
+            if refcount <= 0 and message.on_final_ack(consumer):
+                on_acked(message.tp, message.offset, message)
 
 
 # ---------------------------------------------------------------- faust: recovery
@@ -672,6 +706,221 @@ class EagerNoSkipConsumer(NoSkipConsumer):
         return await super().wait_first(_finish(delivery, yielded), flow)
 
 
+class _LeanRoute:
+    """How the lean drain loop hands a partition's records over: the partition's handler (faust's
+    Cython `ConductorHandler`, which the conductor builds when faust's extension is installed:
+    it is in the pinned wheel), its one channel when that channel's schema builds an event
+    synchronously (`event_of`), and the handler's own pressure callbacks, passed with each put
+    as the handler passes them. `channel` None: not lean, faust's path."""
+
+    __slots__ = ("channel", "drop", "event_of", "handler", "high")
+
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler
+        self.channel: Any = None
+        self.event_of: Callable[[AppT, Any], EventT[Any]] | None = None
+        self.high: Any = None
+        self.drop: Any = None
+        if type(handler) is not ConductorHandler:
+            return  # faust's pure-Python handler, or none for the partition (its KeyError)
+        channels = handler.channels
+        if len(channels) != 1:
+            return
+        (channel,) = channels
+        event_of = getattr(channel.schema, "event_of", None)
+        if callable(event_of):
+            self.channel, self.event_of = channel, event_of
+            self.high, self.drop = handler.on_pressure_high, handler.on_pressure_drop
+
+
+class LeanNoSkipConsumer(EagerNoSkipConsumer):
+    """`EagerNoSkipConsumer` whose fetch loop hands a fetched batch over without faust's
+    per-record machinery (`TORGHUT_LEAN_DRAIN`).
+
+    faust 0.15.3 delivers each record through two async generators (`Consumer.getmany`, and
+    `NoSkipConsumer.getmany`'s seek check over it), then `Consumer._drain_messages`, then
+    `wait_first(callback(message), ...)`, then `Conductor.on_message` (an `asyncio.Lock` taken
+    and released), then the partition's handler (faust's Cython `ConductorHandler`: awaits the
+    flow control and the producer buffer — `ProducerBuffer.size` reads a setting each time —
+    then the channel's coroutine decode), and finally puts the event on the channel's queue.
+    About a fifth of the signals stage's CPU per signal (py-spy, bench B6).
+
+    `_drain_messages` here is those functions fused into one loop, with the same checks in the
+    same order per record (flow active, generation, active partition; the seek check; the read
+    offset, holes and `commit_every`), and a record of a partition with one subscribed channel
+    whose schema builds events synchronously (`event_of`: `streams.topics.RawBytes`, the
+    signals topic) handed over inline: the reference count, the event, `put_nowait_enhanced`
+    with the handler's own pressure callbacks — exactly what the handler does on its path that
+    does not wait. Whether that path could wait is decided once per stretch without an await,
+    not per record (`_lean_ready`): flow control active, producer buffer not over its limit, the
+    conductor's lock free, the flow not suspended, the consumer neither stopped nor crashed.
+    Nothing that can change these runs between two records unless the loop awaits (the event
+    loop is single-threaded and they are only changed on it), and after each await it checks
+    again. Anything else — a full queue, another topic, a locked conductor, a suspended flow —
+    goes through faust's path as before (`wait_first(callback(message), suspend_flow.wait())`,
+    `EagerNoSkipConsumer`). The end offsets the monitor tracks are updated once per partition
+    per fetched batch instead of once per record (the latest wins either way).
+
+    Acks, commits and the rebalance protections of `NoSkipConsumer` are untouched: the event is
+    acked by the stream when processed, the records dropped by the seek check are not delivered.
+    `lean` counts the records handed over inline. `tests/unit/compat/test_lean_drain.py` pins
+    faust's functions fused here and checks the loop against faust's own on the same batches."""
+
+    lean = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lean_routes: dict[TP, _LeanRoute] = {}
+
+    def _lean_ready(self) -> bool:
+        """May a record be handed over now without waiting (faust's handler would not await)?"""
+        app = self.app
+        lock = cast(Any, app.topics)._tp_to_callback_lock
+        buffer = cast(Any, app.producer).buffer
+        return bool(
+            not self.suspend_flow.is_set()
+            and not self._stopped.is_set()
+            and not self._crashed.is_set()
+            and app.flow_control.is_active()
+            and buffer.size <= buffer.max_messages
+            and not lock.locked()
+            and not lock._waiters  # asyncio.Lock: an acquire would queue behind a waiter
+        )
+
+    def _lean_route(self, tp: TP) -> _LeanRoute:
+        handler = cast(Any, self.app.topics)._tp_to_callback.get(tp)
+        route = self._lean_routes.get(tp)
+        if route is None or route.handler is not handler:
+            route = self._lean_routes[tp] = _LeanRoute(handler)
+        return route
+
+    def _deliver_inline(self, tp: TP, message: Any) -> bool:
+        """Hand the record to its channel as faust's handler does when nothing waits; False
+        (nothing done) when that handler would wait or is not a lean one."""
+        route = self._lean_route(tp)
+        channel = route.channel
+        if channel is None or route.event_of is None:
+            return False
+        queue = channel.queue
+        if queue.full():
+            return False
+        message.refcount += 1  # as the handler: `incref(n)` for its n (here one) channels
+        queue.put_nowait_enhanced(
+            route.event_of(self.app, message), on_pressure_high=route.high,
+            on_pressure_drop=route.drop,
+        )  # fmt: skip
+        self.lean += 1
+        return True
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        app = self.app
+        if app.client_only:
+            await super()._drain_messages(fetcher)
+            return
+        callback = self.callback
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        read_offset = self._read_offset
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = app.topics.acks_enabled_for
+        to_message = self._to_message
+        track_tp_end_offset = app.monitor.track_tp_end_offset
+        read_again = self._read_again
+        suspend_flow = self.suspend_flow
+        deliver_inline = self._deliver_inline
+        yield_every = 100
+        num_since_yield = 0
+        sleep = asyncio.sleep
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(CONSUMER_FETCHING)
+                await self.sleep(0)
+                if self.should_stop:
+                    continue
+                # -- faust's Consumer.getmany
+                records, active_partitions = await self._wait_next_records(1.0)
+                generation_id = app.consumer_generation_id
+                if records is None or self.should_stop:
+                    unset_flag(CONSUMER_FETCHING)
+                    continue
+                if not self.flow_active:
+                    log.debug("getmany called while flow not active: seek to committed")
+                    try:
+                        await self.perform_seek()
+                    except Exception as ex:  # noqa: BLE001 - as faust: logged, loop goes on
+                        log.warning("exception performing seek when flow not active %s", ex)
+                    unset_flag(CONSUMER_FETCHING)
+                    continue
+                fetched = self._fetch_mark  # set by `_getmany` for this batch
+                tracked_end: set[TP] = set()
+                ready = False
+                for tp, record in self.scheduler.iterate(records):
+                    if not self.flow_active:
+                        break
+                    if app.consumer_generation_id != generation_id:
+                        break
+                    if not (
+                        active_partitions is None
+                        or tp in active_partitions
+                        or tp in self._buffered_partitions
+                    ):
+                        continue
+                    if tp not in tracked_end:
+                        tracked_end.add(tp)
+                        track_tp_end_offset(tp, self.highwater(tp))
+                    message = to_message(tp, record)
+                    # -- NoSkipConsumer.getmany
+                    if (
+                        self._seeks != fetched[1]
+                        and self._seeks_of.get(tp) != fetched[2].get(tp)
+                        and acks_enabled_for(tp.topic)
+                    ):
+                        read_again.add(tp)
+                    if read_again and tp in read_again:
+                        continue
+                    # -- faust's Consumer._drain_messages
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await sleep(0)
+                        num_since_yield = 0
+                        ready = False
+                    offset = message.offset
+                    r_offset = read_offset[tp]
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)
+                            ready = False
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                            ready = False
+                        if not ready:
+                            ready = self._lean_ready()
+                        if not (ready and deliver_inline(tp, message)):
+                            await self.wait_first(callback(message), suspend_flow.wait())
+                            ready = False
+                        read_offset[tp] = offset
+                unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(CONSUMER_FETCHING)
+
+
 class NoSkipTransport(faust_aiokafka.Transport):
     """faust's aiokafka transport with `NoSkipConsumer`."""
 
@@ -684,15 +933,24 @@ class EagerNoSkipTransport(faust_aiokafka.Transport):
     Consumer = EagerNoSkipConsumer
 
 
-def no_skip_transport(app: AppT, eager_delivery: bool = False) -> Any:
+class LeanNoSkipTransport(faust_aiokafka.Transport):
+    """faust's aiokafka transport with `LeanNoSkipConsumer`."""
+
+    Consumer = LeanNoSkipConsumer
+
+
+def no_skip_transport(app: AppT, eager_delivery: bool = False, lean_drain: bool = False) -> Any:
     """The transport `TorghutApp._new_transport` builds: faust's choice by the broker URL, with
-    `NoSkipConsumer` (`EagerNoSkipConsumer` with `eager_delivery`) when that is faust's aiokafka
-    transport (it is for `kafka://`)."""
+    `NoSkipConsumer` when that is faust's aiokafka transport (it is for `kafka://`):
+    `EagerNoSkipConsumer` with `eager_delivery`, `LeanNoSkipConsumer` with both (the lean loop
+    falls back to the eager delivery)."""
     from faust.transport import by_url
 
     conf = app.conf
     chosen = by_url(conf.broker_consumer[0])
-    ours = EagerNoSkipTransport if eager_delivery else NoSkipTransport
+    ours: type[faust_aiokafka.Transport] = NoSkipTransport
+    if eager_delivery:
+        ours = LeanNoSkipTransport if lean_drain else EagerNoSkipTransport
     cls = ours if chosen is faust_aiokafka.Transport else chosen
     return cls(conf.broker_consumer, app)
 

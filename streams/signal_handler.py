@@ -65,6 +65,7 @@ class SignalHandler:
         max_event_time_skew_seconds: float = DEFAULT_MAX_SKEW_SECONDS,
         clock: Callable[[], datetime] = _utc_now,
         batch_max: int = 0,
+        batch_acks: bool = True,
     ) -> None:
         self.pipeline = pipeline
         self._watermarks = watermarks
@@ -75,12 +76,13 @@ class SignalHandler:
         self._max_skew = timedelta(seconds=max_event_time_skew_seconds)
         self._clock = clock
         self._batch_max = batch_max
+        self._batch_acks = batch_acks
 
     async def run(self, stream: faust.StreamT[bytes]) -> None:
         await self._flags.ensure_loaded()
         if self._batch_max:
             # Each batch acked only once all its signals were handled (never a cancelled one).
-            async for events in event_batches(stream, self._batch_max):
+            async for events in event_batches(stream, self._batch_max, self._batch_acks):
                 await self.handle_batch(events)
             return
         # Acked only once its decisions are acknowledged (never by a cancelled handling).

@@ -36,23 +36,31 @@ class RawBytes(faust.Schema[bytes, bytes]):
     signals topic's, with the signals stage's batches on (`TORGHUT_SIGNAL_BATCH_MAX`);
     `tests/unit/contracts/test_raw_schema.py`."""
 
+    _events: tuple[Any, Any] = (None, None)  # (app, app.conf.Event), resolved once per app
+
     def loads_key(self, app: Any, message: Any, **_: Any) -> Any:
         return message.key
 
     def loads_value(self, app: Any, message: Any, **_: Any) -> Any:
         return message.value
 
+    def event_of(self, app: Any, message: Any) -> Any:
+        """The event of a record, synchronously: what the compiled decode below gives (the lean
+        drain loop, `compat.LeanNoSkipConsumer`, builds it with this, without a coroutine)."""
+        of_app, event_class = self._events
+        if of_app is not app:
+            event_class = app.conf.Event
+            self._events = (app, event_class)
+        return event_class(app, message.key, message.value, message.headers, message)
+
     def compile(self, app: Any, **_: Any) -> Any:
         """The topic's decode: the event of the record's own key, value and headers, as faust's
         compiled decode gives it with these loads (nothing can fail to decode), without its
         per-record serializer calls and `app.conf.Event` settings lookup (resolved once)."""
-        event_class: Any = None
+        event_of = self.event_of
 
         async def decode(message: Any, *, propagate: bool = False) -> Any:
-            nonlocal event_class
-            if event_class is None:
-                event_class = app.conf.Event
-            return event_class(app, message.key, message.value, message.headers, message)
+            return event_of(app, message)
 
         return decode
 

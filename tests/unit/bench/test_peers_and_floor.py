@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bench.b0_floor import order_latencies, outcomes
-from bench.b6_peers import per_cpu
+from bench.b6_peers import per_cpu, run_span_seconds, signals_per_second
 from bench.context import QUICK
 from bench.goals import (
     B6_PER_CPU_AIOKAFKA,
@@ -22,6 +22,7 @@ from bench.goals import (
 from bench.io_floor import order_body
 from bench.peers.compare import canonical, compare
 from bench.report import BenchResult
+from bench.support import Seen
 from schemas.codecs import DecodeError, encode_decision
 from schemas.decision import AccountDecision
 from streams.domain.hashing import decision_hash
@@ -103,6 +104,24 @@ def test_signals_per_cpu_ratio_is_the_inverse_ratio_of_cpu_per_signal() -> None:
     figures = {"worker": {"cpu_us_per_signal": 120.0}, "quix": {"cpu_us_per_signal": 36.0}}
     assert per_cpu(figures, "worker", "quix") == pytest.approx(0.3)
     assert per_cpu({"worker": {}, "quix": {"cpu_us_per_signal": 1.0}}, "quix", "worker") is None
+
+
+def _out(*stamps_ms: int) -> list[Seen]:
+    return [Seen(b"a", b"v", stamp, partition=i % 4) for i, stamp in enumerate(stamps_ms)]
+
+
+def test_a_peer_reading_partitions_in_runs_gets_its_runs_span_not_first_to_last_signal() -> None:
+    # Quix Streams: the backlog's last signal (another partition) handled 1 ms after its first;
+    # the run itself took 2 s. B2's first-signal→last-signal span gave 30,000,000 signals/s.
+    out = _out(1_000, 1_001, 1_500, 3_000, 2_200)
+    assert run_span_seconds(out) == pytest.approx(2.0)
+    assert signals_per_second(30_000, run_span_seconds(out)) == pytest.approx(14_999.5)
+
+
+def test_no_rate_without_a_span() -> None:
+    assert run_span_seconds([]) is None
+    assert run_span_seconds(_out(5, 5, 5)) is None
+    assert signals_per_second(30_000, None) is None
 
 
 # ---------------------------------------------------------------- B0: the floor

@@ -114,10 +114,13 @@ def test_the_app_consumer_here_is_the_no_skip_one() -> None:
     assert isinstance(_app().consumer, compat.NoSkipConsumer)
 
 
-async def test_batches_are_what_is_queued_tracked_and_acked_only_after_their_body() -> None:
+@pytest.mark.parametrize("batch_acks", [True, False])
+async def test_batches_are_what_is_queued_tracked_and_acked_only_after_their_body(
+    batch_acks: bool,
+) -> None:
     app = _app()
     events = [_event(app, offset) for offset in range(5)]
-    batches = compat.event_batches(_stream(app, *events), 3)
+    batches = compat.event_batches(_stream(app, *events), 3, batch_acks)
     first = await batches.__anext__()
     assert [e.message.offset for e in first] == [0, 1, 2]
     assert all(e.message.tracked for e in first)
@@ -204,3 +207,70 @@ async def test_the_stream_ending_at_shutdown_ends_the_batches_without_an_error()
 async def test_max_events_must_be_positive() -> None:
     with pytest.raises(ValueError):
         await compat.event_batches(_stream(_app()), 0).__anext__()
+
+
+# ---------------------------------------------------------------- the batch's acks
+
+
+def test_faust_ack_path_is_what_ack_events_inlines() -> None:
+    from faust.types.tuples import Message, ack_lock
+
+    event_ack = _squash(inspect.getsource(Event.ack))
+    assert event_ack.endswith("returnself.message.ack(self.app.consumer)")
+    message_ack = _squash(inspect.getsource(Message.ack))
+    assert (
+        "withack_lock:ifnotself.acked:ifnotself.decref(n):returnself.on_final_ack(consumer)"
+        "returnFalse" in message_ack
+    )
+    assert "refcount=self.refcount=max(self.refcount-n,0)returnrefcount" in _squash(
+        inspect.getsource(Message.decref)
+    )
+    assert "returnconsumer.ack(self)" in _squash(inspect.getsource(ConsumerMessage.on_final_ack))
+    assert "self.acked=TruereturnTrue" in _squash(inspect.getsource(Message.on_final_ack))
+    assert type(ack_lock).__name__ == "RLock"  # reentrant: consumer.ack takes it again
+    assert compat.ack_lock is ack_lock
+
+
+def _acking_cases(app: faust.App) -> list[Event]:
+    """Last reference; one more reference left; already acked; acked twice in the batch; an
+    untracked (skipped) record; a plain Message (not a consumer's)."""
+    from faust.types.tuples import Message
+
+    events = [_event(app, offset) for offset in range(4)]
+    for e in events:
+        e.message.tracked = True
+        app.consumer._unacked_messages.add(e.message)  # type: ignore[attr-defined]
+    events[1].message.incref()  # another stream holds it too
+    events[2].message.acked = True
+    skipped = _event(app, 4)  # never tracked: released, not committable (NoSkipConsumer.ack)
+    plain = Message(TP0.topic, TP0.partition, 5, 0.0, 0, None, b"k", b"v", None)
+    plain.incref()
+    return [*events, events[3], skipped, Event(app, b"k", b"v", {}, plain)]
+
+
+def _ack_state(app: faust.App, events: list[Event]) -> tuple[Any, ...]:
+    consumer: Any = app.consumer
+    return (
+        [(e.message.acked, e.message.refcount) for e in events],
+        list(consumer._acked[TP0]),
+        consumer._n_acked,
+        sorted(m.offset for m in consumer._unacked_messages),
+        _committable(app),
+    )
+
+
+def test_ack_events_acks_a_batch_exactly_as_event_ack_one_by_one() -> None:
+    by_faust, by_batch = _app(), _app()
+    faust_events, batch_events = _acking_cases(by_faust), _acking_cases(by_batch)
+    faust_out: list[int] = []
+    for event in faust_events:  # Stream.ack: Event.ack, then the sensor on its True
+        if event.ack():
+            faust_out.append(event.message.offset)
+    batch_out: list[int] = []
+    compat.ack_events(
+        by_batch.consumer, batch_events, lambda tp, offset, m: batch_out.append(offset)
+    )
+    assert batch_out == faust_out == [0, 3, 5]
+    state = _ack_state(by_batch, batch_events)  # (reading what is committable consumes it)
+    assert state == _ack_state(by_faust, faust_events)
+    assert state[4] == 1  # offset 1 still held by another stream: committable up to it

@@ -164,8 +164,9 @@ async def test_no_skip_assignment_drops_a_read_offset_recorded_after_the_revocat
 def test_the_app_uses_the_no_skip_consumer() -> None:
     from streams.app import app
 
-    # TORGHUT_EAGER_DELIVERY (default true) picks its eager subclass (test_eager_delivery.py)
-    assert app.transport.Consumer is compat.EagerNoSkipConsumer
+    # TORGHUT_EAGER_DELIVERY and TORGHUT_LEAN_DRAIN (default true) pick its lean subclass
+    # (test_eager_delivery.py, test_lean_drain.py)
+    assert app.transport.Consumer is compat.LeanNoSkipConsumer
     assert issubclass(app.transport.Consumer, compat.NoSkipConsumer)
 
 
