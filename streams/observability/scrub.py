@@ -34,9 +34,23 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+# Every pattern above needs one of these (ASCII text, lower-cased) to match: text without any
+# of them is not searched (most log fields: hashes, labels, numbers).
+_TRIGGERS = ("://", "key", "secret", "passw", "token", "authorization", "bearer")
+
+
+def _may_hold_credentials(text: str) -> bool:
+    if not text.isascii():
+        return True  # case-insensitive matching beyond ASCII (e.g. U+017F): always searched
+    lowered = text.lower()
+    return any(trigger in lowered for trigger in _TRIGGERS)
+
+
 def scrub_text(text: str) -> str:
     """`text` with every known or credential-shaped secret replaced by `***`."""
     text = scrub(text)
+    if not _may_hold_credentials(text):
+        return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text

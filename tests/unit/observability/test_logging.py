@@ -93,3 +93,15 @@ def test_logging_config_is_a_valid_dict_config_for_both_formats() -> None:
         assert "[^Worker]: Ready" in out
         if fmt == "json":
             assert json.loads(out)["account"] == "a"
+
+
+def test_the_text_formatters_time_is_loggings_own() -> None:
+    import logging as std
+
+    from streams.observability.logging import ScrubbingTextFormatter
+
+    ours, stock = ScrubbingTextFormatter(), std.Formatter()
+    for created in (1_700_000_000.001, 1_700_000_000.999, 1_700_000_001.5, 1_600_000_000.25):
+        record = std.LogRecord("x", std.INFO, __file__, 1, "m", None, None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.formatTime(record) == stock.formatTime(record)
