@@ -3,10 +3,11 @@ its time went.
 
 Every ledger transition is a changelog record (key `account|hash`, value the entry's JSON) with
 the producer's timestamp. Per order the lane writes, in order: submitting (beside the decision
-row), submitted, submitted (persisted) (older lanes also wrote `received` and `planned` first, and
-`planned (persisted)` after the decision row). The gaps between consecutive records are the
-lane's steps, the first one measured from the entry's `received_at`; `queued` is the decision's
-wait from fan-out (`emitted_at`) to the lane (`received_at`).
+row), then submitted (persisted) after the execution row (older lanes also wrote `received` and
+`planned` first, `planned (persisted)` after the decision row, and `submitted` before its rows).
+The gaps between consecutive records are the lane's steps, the first one measured from the
+entry's `received_at`; `queued` is the decision's wait from fan-out (`emitted_at`) to the lane
+(`received_at`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ STEPS = {
         False,
     ): "decision row + controls + durable `submitting`",
     ("submitting", False, "submitted", False): "broker POST + durable `submitted`",
+    # lanes that write `submitted` once, after the rows: the POST and the execution row
+    ("submitting", False, "submitted", True): "broker POST + execution row",
     ("submitted", False, "submitted", True): "persist decision + execution rows",
 }
 

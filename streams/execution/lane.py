@@ -3,13 +3,13 @@
 The submit path, with the ledger written before every side effect:
 
     received ──(risk, sizing)──▶ planned ──[controls]──▶ submitting (durable) ‖ decision row
-        ──[controls]──POST──▶ submitted (durable) ──(execution row)──▶ done
+        ──[controls]──POST──▶ submitted ──(execution row)──▶ submitted, persisted (one write)
 
 `planned` lives in memory only (a crash before `submitting` redelivers the decision, and it is
 planned again); the decision row and the durable `submitting` are written at the same time, and
 nothing is sent unless both succeeded. Once the broker has answered, the account's next decision
-may start (`Attempt.proceed`): `submitted` and the rows are this decision's own bookkeeping, and
-its offset is acked only after them.
+may start (`Attempt.proceed`): the rows and the `submitted` entry are this decision's own
+bookkeeping, and its offset is acked only after them.
 
 Nothing here loops or sleeps for one account: a broker call is bounded by its timeout, and an
 outcome that cannot be settled now (ambiguous POST, broker or database down, backoff) parks the
@@ -640,10 +640,10 @@ class Lane:
         if self.snapshot is not None and plan is not None:
             self.snapshot = self.snapshot.after_order(plan)
         # What the account's next order depends on is up to date (snapshot, windows, index):
-        # it may go now; `submitted` and the rows below are this decision's own, and its offset
-        # is acked only after them (a crash first: `submitting` is looked up, the order found).
+        # it may go now. The rows come next, then `submitted` (persisted) in one ledger write,
+        # not awaited: whatever of it is lost in a crash, `submitting` is durable, and the order
+        # is found by lookup before anything is sent again (the rows are idempotent upserts).
         attempt.proceed()
-        await self._store(done)
         latency_ms = (time.perf_counter() - attempt.started) * 1000.0
         self.status.record_submission(
             done.decision_hash, now, signal_at=submitting.decision.event_ts

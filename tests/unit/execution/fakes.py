@@ -168,8 +168,13 @@ class MemorySink:
         # decision hash -> the error Postgres answers for its rows (a poison row)
         self.poison: dict[str, BaseException] = {}
         self.journal = journal
+        # state -> an event a row write of that state waits for (Postgres slow)
+        self.hold: dict[str, asyncio.Event] = {}
 
     async def persist(self, entry: LedgerEntry) -> None:
+        held = self.hold.get(entry.state.value)
+        if held is not None:
+            await held.wait()
         for key in (entry.state.value, "*"):
             if self.fail.get(key):
                 self.fail[key] -= 1

@@ -24,7 +24,10 @@ async def test_happy_path_records_before_every_side_effect(tmp_path: Path) -> No
     assert entry.state is LedgerState.submitted and entry.persisted
     # `planned` is not written; the decision row and `submitting` are written together.
     assert set(r.journal.events[:2]) == {"db:planned", "ledger:submitting"}
-    assert r.journal.events[2:] == ["broker:submit", "ledger:submitted", "db:submitted"]
+    # After the POST: the rows, then `submitted` (persisted) in one ledger write.
+    assert r.journal.events[2:] == ["broker:submit", "db:submitted"]
+    stored = r.ledger.get(entry.key)
+    assert stored is not None and stored.state is LedgerState.submitted and stored.persisted
     assert entry.plan is not None and entry.plan.qty == 10 and entry.plan.time_in_force == "day"
     assert r.index.owner == {d.decision_hash: "alpha", entry.alpaca_order_id: "alpha"}
     assert r.lane.status.submissions == 1
@@ -292,7 +295,7 @@ async def test_the_next_decision_may_start_once_the_broker_answered(tmp_path: Pa
     entry = await r.lane.handle(d, proceed=lambda: r.journal.events.append("proceed"))
     assert entry.state is LedgerState.submitted and entry.persisted
     # After the POST's answer, before this decision's own bookkeeping.
-    assert r.journal.events[2:] == ["broker:submit", "proceed", "ledger:submitted", "db:submitted"]
+    assert r.journal.events[2:] == ["broker:submit", "proceed", "db:submitted"]
 
 
 async def test_a_rejected_decision_never_proceeds_early(tmp_path: Path) -> None:
@@ -344,7 +347,7 @@ async def test_a_second_delivery_waits_for_the_first_even_after_it_let_the_lane_
     r = rig(tmp_path)
     d = make_decision()
     hold = asyncio.Event()
-    r.ledger.hold["submitted"] = hold  # the first pass's `submitted` write is slow
+    r.sink.hold["submitted"] = hold  # the first pass's execution row is slow
     went: list[str] = []
     first = asyncio.create_task(r.lane.handle(d, proceed=lambda: went.append("first")))
     await asyncio.sleep(0.05)
