@@ -727,6 +727,13 @@ def rest_base_url(client: Any) -> str:
     return str(client._base_url)
 
 
+def rest_request_defaults(client: Any) -> tuple[str, dict[str, str]]:
+    """The URL prefix (`<base url>/<api version>`) and the headers (credentials, user agent)
+    alpaca-py's `RESTClient._request` puts on every request of this client."""
+    prefix = f"{client._base_url}/{client._api_version}"
+    return prefix, dict(client._get_default_headers())
+
+
 class ObservedTradingStream(TradingStream):  # type: ignore[misc]
     """alpaca-py's `TradingStream` that reports each successful (re)connection, and runs in the
     caller's event loop (`run()` would start its own)."""
