@@ -21,8 +21,9 @@ the same requests from the event loop itself:
 
 One `ClientSession` per account, made on the first call in the running loop (never at import,
 never outside a loop) with a keep-alive pool as large as the account's concurrency; `close()`
-closes it. The caller bounds each call's time (`asyncio.timeout`): the session has no timeouts
-of its own.
+closes it. Nothing is ever resent (aiohttp's resend of an idempotent request on a reused
+connection found closed is turned off: `compat.without_connection_retry`). The caller bounds
+each call's time (`asyncio.timeout`): the session has no timeouts of its own.
 """
 
 from __future__ import annotations
@@ -43,7 +44,12 @@ from requests.utils import get_netrc_auth, select_proxy
 from yarl import URL
 
 from streams.broker.errors import from_response
+from streams.compat import without_connection_retry
 
+# An idle connection is kept this long (aiohttp's default is 15 s): a lane quiet for a minute
+# still finds its connection (no new TCP and TLS handshake before its next order), and it is
+# let go before the usual 60 s idle timeout of the load balancers in front of an API.
+KEEPALIVE_SECONDS = 50.0
 _JSON = {"Content-Type": "application/json"}
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -150,13 +156,18 @@ class AlpacaHttp:
             # Made in another loop (tests that run a broker in several loops): let it go.
             session.detach()
         auth = self._environment.netrc_auth
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._pool_size, ssl=self._ssl),
-            headers=self._headers,
-            proxy=self._environment.proxy,
-            auth=aiohttp.BasicAuth(auth[0], auth[1]) if auth else None,
-            timeout=aiohttp.ClientTimeout(),  # the caller bounds the whole call
-            trust_env=False,
+        connector = aiohttp.TCPConnector(
+            limit=self._pool_size, ssl=self._ssl, keepalive_timeout=KEEPALIVE_SECONDS
+        )
+        self._session = without_connection_retry(
+            aiohttp.ClientSession(
+                connector=connector,
+                headers=self._headers,
+                proxy=self._environment.proxy,
+                auth=aiohttp.BasicAuth(auth[0], auth[1]) if auth else None,
+                timeout=aiohttp.ClientTimeout(),  # the caller bounds the whole call
+                trust_env=False,
+            )
         )
         self._loop = loop
         return self._session

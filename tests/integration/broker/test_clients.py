@@ -238,3 +238,38 @@ async def test_a_secret_echoed_by_the_broker_is_scrubbed(
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_request_is_never_resent(make: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A kept-alive connection closed by the broker after reading the next request: that
+    request fails as a connection error (ambiguous), it is not sent again on a new connection."""
+    heads: list[str] = []
+
+    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                heads.append((await reader.readuntil(b"\r\n\r\n")).decode())
+            except asyncio.IncompleteReadError:
+                return
+            if len(heads) > 1:
+                writer.transport.abort()  # read it, then hang up without an answer
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            writer.write(b"Content-Length: 2\r\n\r\n[]")
+            await writer.drain()
+
+    server = await asyncio.start_server(answer_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        broker = make(account("alpha", f"http://127.0.0.1:{port}"))
+        assert await broker.positions() == []
+        error = await failure(broker.close_all_positions())  # DELETE: idempotent to aiohttp
+        assert error.kind is ErrorClass.connection and error.ambiguous
+        assert [h.split(" ", 2)[:2] for h in heads] == [
+            ["GET", "/v2/positions"],
+            ["DELETE", "/v2/positions?cancel_orders=True"],
+        ]
+        assert_no_secret(error, caplog)
+    finally:
+        server.close()
+        await server.wait_closed()
