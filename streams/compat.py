@@ -985,6 +985,22 @@ def rest_base_url(client: Any) -> str:
     return str(client._base_url)
 
 
+def without_connection_retry(session: Any) -> Any:
+    """An aiohttp `ClientSession` that never resends a request: aiohttp 3.14 resends a GET, PUT
+    or DELETE once when a reused keep-alive connection turns out closed (no public switch; its
+    own test client turns it off the same way). A DELETE /v2/positions the broker may already
+    have carried out is not sent twice; alpaca-py (requests, no retries) never resent either."""
+    session._retry_connection = False
+    return session
+
+
+def rest_request_defaults(client: Any) -> tuple[str, dict[str, str]]:
+    """The URL prefix (`<base url>/<api version>`) and the headers (credentials, user agent)
+    alpaca-py's `RESTClient._request` puts on every request of this client."""
+    prefix = f"{client._base_url}/{client._api_version}"
+    return prefix, dict(client._get_default_headers())
+
+
 class ObservedTradingStream(TradingStream):  # type: ignore[misc]
     """alpaca-py's `TradingStream` that reports each successful (re)connection, and runs in the
     caller's event loop (`run()` would start its own)."""

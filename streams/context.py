@@ -333,4 +333,4 @@ class WorkerContext:
                     await result  # type: ignore[misc]
             except Exception as exc:  # noqa: BLE001 - keep closing the rest
                 log.warning("closing %s failed: %s", close, type(exc).__name__)
-        self.brokers.close()
+        await self.brokers.close()

@@ -45,6 +45,11 @@ class KafkaSaslMechanism(str, Enum):
     PLAIN = "PLAIN"
 
 
+class BrokerHttpClient(str, Enum):
+    aiohttp = "aiohttp"
+    alpaca_py = "alpaca-py"
+
+
 class PostgresSslMode(str, Enum):
     disable = "disable"
     prefer = "prefer"
@@ -455,7 +460,16 @@ class Settings(BaseSettings):
         "TRADING_SYMBOL_ALLOWLIST", "", "Comma-separated symbols allowed to trade; empty = all."
     )
     broker_timeout_seconds: float = env(
-        "TRADING_BROKER_TIMEOUT_SECONDS", 5.0, "Timeout of one broker call (run in an executor)."
+        "TRADING_BROKER_TIMEOUT_SECONDS",
+        5.0,
+        "Timeout of one broker call (slot wait, then the request and its answer).",
+    )
+    broker_http: BrokerHttpClient = env(
+        "TORGHUT_BROKER_HTTP",
+        BrokerHttpClient.aiohttp,
+        "HTTP client of the broker calls: `aiohttp` (alpaca-py's requests sent from the event "
+        "loop, one keep-alive session per account) or `alpaca-py` (alpaca-py's own blocking "
+        "client, one thread pool per account).",
     )
     broker_rate_limit_per_minute: int = env(
         "TRADING_BROKER_RATE_LIMIT_PER_MINUTE",

@@ -1,4 +1,5 @@
-"""Broker adapter: alpaca-py per account, in a thread pool, rate-limited, errors classified.
+"""Broker adapter: per account, alpaca-py's requests over aiohttp (or alpaca-py's own client in
+a thread pool, `TORGHUT_BROKER_HTTP=alpaca-py`), rate-limited, errors classified.
 
 The reconciler reuses the lanes' per-account clients (and so the same request budget) through the
 worker context's `BrokerPool`.

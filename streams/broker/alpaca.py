@@ -1,35 +1,44 @@
-"""Alpaca adapter: one alpaca-py `TradingClient` per account, never blocking the event loop.
+"""Alpaca adapter: the REST calls of one account, never blocking the event loop.
 
-- The client targets the account's own `base_url` (`url_override`) and its own mode
-  (`paper=account.mode == "paper"`), with `raw_data=True` (dicts; money stays decimal strings).
-- alpaca-py is synchronous and has no timeout: every call runs in the account's own bounded
-  thread pool, under an asyncio timeout, and the HTTP session itself gets a socket timeout so a
-  hung request releases its thread.
+- The account's own `base_url` (`url_override`) and mode (`paper=account.mode == "paper"`) as
+  alpaca-py's `TradingClient` resolves them; answers as with `raw_data=True` (dicts; money stays
+  decimal strings).
+- Two HTTP clients, one chosen for the process (`TORGHUT_BROKER_HTTP`):
+  - `aiohttp` (default): the same requests alpaca-py would send (its request models, URL and
+    headers), made from the event loop over one keep-alive aiohttp session per account
+    (`streams/broker/http.py`). No thread, no GIL hand-off on the order path.
+  - `alpaca-py`: alpaca-py's blocking client, each call in the account's own bounded thread
+    pool, the HTTP session itself with a socket timeout so a hung request releases its thread.
+  Either way a call is bounded by `timeout_seconds` (the thread path: plus a 1 s backstop over
+  the socket timeout) and every failure becomes one classified `BrokerError`.
 - alpaca-py retries 429 and 504 (POST included) three times with a blocking 3 s sleep. That
-  would hold the lane's thread for 9 s and re-POST an order that may have landed; it is turned
-  off. A 504 is answered here by a lookup by client order id; if an order is ever re-POSTed
-  anyway, the broker's 422 duplicate answer is resolved the same way (`submit_order` fetches it).
+  would hold the lane for 9 s and re-POST an order that may have landed; it is turned off (the
+  aiohttp client never retries). A 504 is answered here by a lookup by client order id; if an
+  order is ever re-POSTed anyway, the broker's 422 duplicate answer is resolved the same way
+  (`submit_order` fetches it).
 - A per-account token bucket keeps the account under Alpaca's 200 requests/minute; a call that
   would wait longer than `max_token_wait` fails fast with `rate_limit` instead of blocking.
-- The brokers of one process share `call_slots`, a bound on calls running in threads at once:
-  with 100 accounts, timers that fan out to every account (reconcile, snapshots) would otherwise
-  run hundreds of threads, and their fight for the GIL starves the event loop (missed heartbeats,
-  a rebalance). A call that gets no slot within its timeout fails with `rate_limit` (nothing
-  was sent). Each account first takes one of its own `account_slots` (as many as its threads),
-  so an account whose broker hangs holds at most that many of the shared slots, never all.
+- The brokers of one process share `call_slots`, a bound on broker calls in flight at once
+  (sockets open, threads busy on the thread path): with 100 accounts, timers that fan out to
+  every account (reconcile, snapshots) would otherwise open hundreds of requests at once (on the
+  thread path: hundreds of threads fighting the event loop for the GIL). A call that gets no
+  slot within its timeout fails with `rate_limit` (nothing was sent). Each account first takes
+  one of its own `account_slots` (`max_workers`: its threads, or its session's connections), so
+  an account whose broker hangs holds at most that many of the shared slots, never all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
+from alpaca.common.utils import validate_uuid_id_param
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
 from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest
@@ -38,18 +47,24 @@ from requests.models import PreparedRequest
 from requests.utils import get_netrc_auth
 
 from streams.broker.errors import BrokerError, ErrorClass, classify
+from streams.broker.http import AlpacaHttp, HttpEnvironment, TlsContexts
 from streams.broker.ratelimit import TokenBucket
-from streams.compat import close_rest_client, configure_rest_client, rest_base_url
+from streams.compat import (
+    close_rest_client,
+    configure_rest_client,
+    rest_base_url,
+    rest_request_defaults,
+)
 from streams.domain.accounts import Account, AccountMode
 from streams.domain.sizing import OrderPlan
-from streams.observability.metrics import time_broker_call
+from streams.observability.metrics import broker_call_timer
+from streams.settings import BrokerHttpClient
 
 if TYPE_CHECKING:  # types of the requests stubs only
     from requests.adapters import _HostParams, _PoolKwargs
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Order = dict[str, Any]
 
 
@@ -113,6 +128,81 @@ def make_trading_client(account: Account, timeout: float) -> TradingClient:
     return client
 
 
+class Transport(Protocol):
+    """One account's REST I/O: `request("GET", "/account")` answers as alpaca-py's
+    `TradingClient.get("/account")` with `raw_data=True`, raising what it raises."""
+
+    async def request(
+        self, method: str, path: str, data: Mapping[str, Any] | None = None
+    ) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+class ThreadedTransport:
+    """alpaca-py's blocking client, each call in the account's own thread pool."""
+
+    _METHODS = ("GET", "POST", "PATCH", "DELETE")
+
+    def __init__(self, client: TradingClient, max_workers: int, timeout: float, label: str):
+        self._client = client
+        self._timeout = timeout
+        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix=f"broker-{label}")
+        self._calls = {m: getattr(client, m.lower()) for m in self._METHODS}
+
+    async def request(self, method: str, path: str, data: Mapping[str, Any] | None = None) -> Any:
+        loop = asyncio.get_running_loop()
+        # The socket timeout normally fires first (a clean `timeout`); the backstop.
+        return await asyncio.wait_for(
+            loop.run_in_executor(self._executor, self._calls[method], path, data),
+            self._timeout + 1.0,
+        )
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        close_rest_client(self._client)
+
+
+class AiohttpTransport:
+    """The same requests over the account's aiohttp session, each bounded by the timeout."""
+
+    def __init__(self, http: AlpacaHttp, timeout: float) -> None:
+        self._http = http
+        self._timeout = timeout
+
+    async def request(self, method: str, path: str, data: Mapping[str, Any] | None = None) -> Any:
+        async with asyncio.timeout(self._timeout):
+            return await self._http.request(method, path, data)
+
+    async def close(self) -> None:
+        await self._http.close()
+
+
+def make_transport(
+    account: Account,
+    *,
+    timeout: float,
+    max_workers: int,
+    http: BrokerHttpClient,
+    tls: TlsContexts | None = None,
+) -> Transport:
+    client = make_trading_client(account, timeout)
+    if http is BrokerHttpClient.alpaca_py:
+        return ThreadedTransport(client, max_workers, timeout, account.label)
+    base_url, headers = rest_request_defaults(client)
+    close_rest_client(client)  # only its URL and headers are used
+    return AiohttpTransport(
+        AlpacaHttp(
+            base_url,
+            headers,
+            pool_size=max_workers,
+            environment=HttpEnvironment.for_url(rest_base_url(client)),
+            tls=tls,
+        ),
+        timeout,
+    )
+
+
 class AlpacaBroker:
     """The broker calls of one account lane, async and classified (`BrokerError`)."""
 
@@ -125,17 +215,20 @@ class AlpacaBroker:
         max_workers: int = 4,
         max_token_wait: float = 0.5,
         call_slots: asyncio.Semaphore | None = None,
+        http: BrokerHttpClient = BrokerHttpClient.aiohttp,
+        tls: TlsContexts | None = None,
     ) -> None:
-        # The account's own share of the call slots: one per thread of its executor.
+        # The account's own share of the call slots: one per thread or pooled connection.
         self._own_slots = asyncio.Semaphore(max_workers)
         self.label = account.label
         self._timeout = timeout_seconds
-        # Typed Any: with raw_data=True alpaca-py returns dicts where its hints say models.
-        self._client: Any = make_trading_client(account, timeout_seconds)
-        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix=f"broker-{self.label}")
+        self._transport: Transport = make_transport(
+            account, timeout=timeout_seconds, max_workers=max_workers, http=http, tls=tls
+        )
         self._bucket = TokenBucket(rate_limit_per_minute)
         self._max_token_wait = max_token_wait
         self._slots = call_slots
+        self._timers: dict[str, Any] = {}
 
     async def _take_token(self) -> None:
         wait = self._bucket.try_acquire()
@@ -149,20 +242,28 @@ class AlpacaBroker:
 
     async def _take_slot(self) -> None:
         """The account's own slot, then a shared one, both within the call's timeout."""
+        own = self._own_slots
+        if own.locked():
+            try:
+                await asyncio.wait_for(own.acquire(), self._timeout)
+            except TimeoutError:
+                raise BrokerError(
+                    ErrorClass.rate_limit, message="no broker call slot of the account free in time"
+                ) from None
+        else:
+            await own.acquire()  # free: taken at once
+        shared = self._slots
+        if shared is None:
+            return
+        if not shared.locked():
+            await shared.acquire()
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         try:
-            await asyncio.wait_for(self._own_slots.acquire(), self._timeout)
-        except TimeoutError:
-            raise BrokerError(
-                ErrorClass.rate_limit, message="no broker call slot of the account free in time"
-            ) from None
-        if self._slots is None:
-            return
-        try:
-            await asyncio.wait_for(self._slots.acquire(), max(0.0, deadline - loop.time()))
+            await asyncio.wait_for(shared.acquire(), max(0.0, deadline - loop.time()))
         except BaseException as exc:
-            self._own_slots.release()
+            own.release()
             if isinstance(exc, TimeoutError):
                 raise BrokerError(
                     ErrorClass.rate_limit, message="no broker call slot free in time"
@@ -174,17 +275,18 @@ class AlpacaBroker:
             self._slots.release()
         self._own_slots.release()
 
-    async def _call(self, call: str, fn: Callable[[], T]) -> T:
+    async def _call(
+        self, call: str, method: str, path: str, data: Mapping[str, Any] | None = None
+    ) -> Any:
         await self._take_token()
         await self._take_slot()
-        loop = asyncio.get_running_loop()
+        timer = self._timers.get(call)
+        if timer is None:
+            timer = self._timers[call] = broker_call_timer(self.label, call)
         try:
-            with time_broker_call(self.label, call):
+            with timer.time():
                 try:
-                    # The socket timeout normally fires first (a clean `timeout`); the backstop.
-                    return await asyncio.wait_for(
-                        loop.run_in_executor(self._executor, fn), self._timeout + 1.0
-                    )
+                    return await self._transport.request(method, path, data)
                 except Exception as exc:  # noqa: BLE001 - every failure becomes a BrokerError
                     raise classify(exc) from None
         finally:
@@ -201,7 +303,11 @@ class AlpacaBroker:
             client_order_id=plan.client_order_id,
         )
         try:
-            return await self._call("submit_order", lambda: self._client.submit_order(request))
+            # What `TradingClient.submit_order(request)` sends.
+            answer: Order = await self._call(
+                "submit_order", "POST", "/orders", request.to_request_fields()
+            )
+            return answer
         except BrokerError as exc:
             if exc.kind is not ErrorClass.duplicate:
                 raise
@@ -216,15 +322,21 @@ class AlpacaBroker:
 
     async def order_by_client_id(self, client_order_id: str) -> Order | None:
         return await self._maybe(
-            "get_order_by_client_id", lambda: self._client.get_order_by_client_id(client_order_id)
+            "get_order_by_client_id",
+            "/orders:by_client_order_id",
+            {"client_order_id": client_order_id},
         )
 
     async def order_by_id(self, order_id: str) -> Order | None:
-        return await self._maybe("get_order_by_id", lambda: self._client.get_order_by_id(order_id))
-
-    async def _maybe(self, call: str, fn: Callable[[], Any]) -> Order | None:
         try:
-            return dict(await self._call(call, fn))
+            path = f"/orders/{validate_uuid_id_param(order_id, 'order_id')}"
+        except ValueError as exc:  # as alpaca-py raises it, before any request
+            raise classify(exc) from None
+        return await self._maybe("get_order_by_id", path, {})
+
+    async def _maybe(self, call: str, path: str, params: Mapping[str, Any]) -> Order | None:
+        try:
+            return dict(await self._call(call, "GET", path, params))
         except BrokerError as exc:
             if exc.kind is ErrorClass.not_found:
                 return None
@@ -236,12 +348,12 @@ class AlpacaBroker:
         request = GetOrdersRequest(
             status=QueryOrderStatus(status), after=after, limit=limit, nested=False
         )
-        orders = await self._call("get_orders", lambda: self._client.get_orders(filter=request))
+        orders = await self._call("get_orders", "GET", "/orders", request.to_request_fields())
         return [dict(o) for o in orders]
 
     async def cancel_open_orders(self) -> list[dict[str, Any]]:
         """DELETE /v2/orders (cancellation is asynchronous: `canceled` arrives on the stream)."""
-        answers = await self._call("cancel_orders", self._client.cancel_orders)
+        answers = await self._call("cancel_orders", "DELETE", "/orders")
         return [dict(a) for a in answers or []]
 
     async def close_all_positions(self) -> list[dict[str, Any]]:
@@ -249,7 +361,7 @@ class AlpacaBroker:
         order per position. The answer is multi-status (207): one entry per position with its
         own `status` (200, or the refusal) and `body`."""
         answers = await self._call(
-            "close_all_positions", lambda: self._client.close_all_positions(cancel_orders=True)
+            "close_all_positions", "DELETE", "/positions", {"cancel_orders": True}
         )
         return [dict(a) for a in answers or []]
 
@@ -258,9 +370,7 @@ class AlpacaBroker:
         new orders of this account while it is true. Only that field is sent (alpaca-py's
         `set_account_configurations` would write back every setting it read)."""
         body = {"suspend_trade": suspended}
-        answer = await self._call(
-            "set_suspend_trade", lambda: self._client.patch("/account/configurations", body)
-        )
+        answer = await self._call("set_suspend_trade", "PATCH", "/account/configurations", body)
         return dict(answer or {})
 
     async def fill_activities(
@@ -271,20 +381,15 @@ class AlpacaBroker:
         params: dict[str, Any] = {"direction": direction, "page_size": page_size}
         if page_token is not None:
             params["page_token"] = page_token
-        rows = await self._call(
-            "get_fill_activities", lambda: self._client.get("/account/activities/FILL", params)
-        )
+        rows = await self._call("get_fill_activities", "GET", "/account/activities/FILL", params)
         return [dict(r) for r in rows or []]
 
     # ---- account
     async def account(self) -> dict[str, Any]:
-        return dict(await self._call("get_account", self._client.get_account))
+        return dict(await self._call("get_account", "GET", "/account"))
 
     async def positions(self) -> list[dict[str, Any]]:
-        return [
-            dict(p) for p in await self._call("get_all_positions", self._client.get_all_positions)
-        ]
+        return [dict(p) for p in await self._call("get_all_positions", "GET", "/positions")]
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        close_rest_client(self._client)
+    async def close(self) -> None:
+        await self._transport.close()

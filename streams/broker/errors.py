@@ -2,8 +2,11 @@
 
 alpaca-py raises `APIError` for HTTP errors (its `.code`/`.message` re-parse the body and raise
 when the body is not JSON, e.g. a 401 or a 504 HTML page) and lets `requests` exceptions through
-raw. Everything a broker call can raise becomes one `BrokerError` with a class that says what the
-lane must do: reject the decision, look the order up (the outcome is ambiguous), or back off.
+raw; the aiohttp client (`streams/broker/http.py`) hands over the status and body of an HTTP error
+(`from_response`) and lets aiohttp's exceptions through raw. Everything a broker call can raise
+becomes one `BrokerError` with a class that says what the lane must do: reject the decision, look
+the order up (the outcome is ambiguous), or back off. Only the body's `message` (scrubbed, cut
+short) or an exception's type name ever reaches the text: never a header, URL or request.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 from enum import StrEnum
 from typing import Any
 
+import aiohttp
 import requests
 from alpaca.common.exceptions import APIError
 
@@ -121,10 +125,9 @@ def classify_status(status: int, code: int | None) -> ErrorClass:
     return ErrorClass.unknown
 
 
-def _api_error(exc: APIError) -> BrokerError:
-    # `.status_code` is safe; `.code`/`.message` raise on a non-JSON body, so parse it here.
-    status = exc.status_code
-    body = _body(exc.args[0] if exc.args else None)
+def from_response(status: int | None, raw: str | bytes | None) -> BrokerError:
+    """The error of an HTTP answer >= 400: class from the status, then the body's `code`."""
+    body = _body(raw)
     code = body.get("code")
     code = code if isinstance(code, int) else None
     message = body.get("message") or ("" if status is None else f"HTTP {status}")
@@ -133,14 +136,20 @@ def _api_error(exc: APIError) -> BrokerError:
     return BrokerError(classify_status(status, code), status, code, _short(message))
 
 
+def _api_error(exc: APIError) -> BrokerError:
+    # `.status_code` is safe; `.code`/`.message` raise on a non-JSON body, so parse it here.
+    return from_response(exc.status_code, exc.args[0] if exc.args else None)
+
+
 def classify(exc: BaseException) -> BrokerError:
     """One `BrokerError` for anything a broker call raised."""
     if isinstance(exc, BrokerError):
         return exc
     if isinstance(exc, APIError):
         return _api_error(exc)
+    # aiohttp's ServerTimeoutError is both a TimeoutError and a connection error: a timeout.
     if isinstance(exc, asyncio.TimeoutError | requests.Timeout):
         return BrokerError(ErrorClass.timeout, message=type(exc).__name__)
-    if isinstance(exc, requests.ConnectionError | ConnectionError):
+    if isinstance(exc, requests.ConnectionError | ConnectionError | aiohttp.ClientConnectionError):
         return BrokerError(ErrorClass.connection, message=type(exc).__name__)
     return BrokerError(ErrorClass.unknown, message=type(exc).__name__)

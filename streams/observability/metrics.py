@@ -2,8 +2,9 @@
 
 Lane counters (decisions, orders, rejections, broker errors) and the signal→ack histogram are fed by
 `streams.observability.status` so that callers record an event once; broker call latency is timed
-by the broker adapter with `time_broker_call`. Lag, recovery and lane gauges are refreshed by the
-monitor timer and at every scrape (`streams.observability.worker`).
+by the broker adapter (`broker_call_timer`, looked up once per account and call). Lag, recovery
+and lane gauges are refreshed by the monitor timer and at every scrape
+(`streams.observability.worker`).
 """
 
 from __future__ import annotations
@@ -146,6 +147,11 @@ def time_broker_call(account: str, call: str) -> Iterator[None]:
         yield
     finally:
         BROKER_CALL.labels(account=account, call=call).observe(time.perf_counter() - started)
+
+
+def broker_call_timer(account: str, call: str) -> Histogram:
+    """The histogram child of one account's call, looked up once (`with timer.time(): ...`)."""
+    return BROKER_CALL.labels(account=account, call=call)
 
 
 class LabelledGauge:

@@ -221,8 +221,8 @@ async def test_missed_fills_are_replayed_once_per_execution_id_and_never_cross_a
             ("acct-b", Decimal(4)),
         ]
     finally:
-        a.close()
-        b.close()
+        await a.close()
+        await b.close()
 
 
 async def test_an_over_fill_is_refused_recorded_and_counted(
@@ -254,7 +254,7 @@ async def test_an_over_fill_is_refused_recorded_and_counted(
         assert all(r["filled_qty"] > r["order_qty"] == Decimal(2) for r in refusals)
         assert metrics.OVERFILLS.labels("acct-a", "fill_replay")._value.get() > counted
     finally:
-        a.close()
+        await a.close()
 
 
 async def test_open_broker_orders_nobody_here_placed_are_adopted_not_cancelled(
@@ -302,7 +302,7 @@ async def test_open_broker_orders_nobody_here_placed_are_adopted_not_cancelled(
             == []
         )
     finally:
-        a.close()
+        await a.close()
 
 
 async def test_a_fill_nobody_here_knows_of_is_position_drift(
@@ -327,9 +327,9 @@ async def test_a_fill_nobody_here_knows_of_is_position_drift(
                 b_held, b_implied, position_drift(b_held, b_implied, {})
             )
         finally:
-            b.close()
+            await b.close()
     finally:
-        a.close()
+        await a.close()
 
 
 async def test_replayed_fills_carry_the_quantity_weighted_average_price(
@@ -405,4 +405,4 @@ async def test_replayed_fills_carry_the_quantity_weighted_average_price(
                 assert got == Decimal(broker_order["filled_avg_price"]).quantize(Decimal("0.0001"))
                 assert Decimal(150) < got < Decimal(200)  # really weighted, not the last price
         finally:
-            a.close()
+            await a.close()

@@ -144,7 +144,7 @@ async def test_stale_execution_and_crash_after_submit_are_repaired(
         again = await reconciler(repo, {"acct-a": a}).reconcile_account("acct-a")
         assert (again.executions_checked, again.decisions_recovered) == (0, 0)
     finally:
-        a.close()
+        await a.close()
 
 
 async def test_one_accounts_broker_trouble_does_not_delay_another(
@@ -200,4 +200,4 @@ async def test_one_accounts_broker_trouble_does_not_delay_another(
     finally:
         sim.admin.clear_faults("acct-b")
         for x in (a, b, bad):
-            x.close()
+            await x.close()

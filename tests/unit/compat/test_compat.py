@@ -277,6 +277,33 @@ def test_alpaca_rest_client_reads_the_attributes_we_set() -> None:
     assert compat.rest_base_url(client) == "http://127.0.0.1:8123"
 
 
+async def test_aiohttp_resends_only_when_its_retry_switch_is_on() -> None:
+    import aiohttp
+
+    source = inspect.getsource(aiohttp.ClientSession._request)
+    assert "self._retry_connection and method in IDEMPOTENT_METHODS" in source
+    session = compat.without_connection_retry(aiohttp.ClientSession())
+    try:
+        assert session._retry_connection is False
+    finally:
+        await session.close()
+
+
+def test_alpaca_request_defaults_are_what_rest_client_request_uses() -> None:
+    """`_request` builds `base_url + "/" + version + path` and sends `_get_default_headers()`."""
+    source = inspect.getsource(RESTClient._request)
+    assert 'base_url + "/" + version + path' in source
+    assert "self._get_default_headers()" in source
+    client = TradingClient(
+        "key-id-123456", "secret-123456", raw_data=True, url_override="http://127.0.0.1:8123"
+    )
+    prefix, headers = compat.rest_request_defaults(client)
+    assert prefix == "http://127.0.0.1:8123/v2"
+    assert headers["APCA-API-KEY-ID"] == "key-id-123456"
+    assert headers["APCA-API-SECRET-KEY"] == "secret-123456"
+    assert headers["User-Agent"].startswith("APCA-PY/0.44.0 ")
+
+
 def test_alpaca_trading_stream_hooks() -> None:
     assert inspect.iscoroutinefunction(TradingStream._start_ws)
     assert inspect.iscoroutinefunction(TradingStream._run_forever)
