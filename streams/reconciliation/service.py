@@ -20,7 +20,7 @@ from streams.domain.accounts import AccountRegistry
 from streams.domain.trade_updates import metrics
 from streams.domain.trade_updates.model import TradeUpdate
 from streams.domain.trade_updates.rest import execution_from_rest, order_update_from_rest
-from streams.errors import exit_worker, is_infrastructure
+from streams.errors import exit_worker, is_infrastructure, retry_transient
 from streams.observability.status import StatusBoard
 from streams.persistence.rows import (
     ApplyResult,
@@ -358,10 +358,19 @@ class ReconciliationService:
             task.add_done_callback(self._tasks.discard)
 
     async def _replay_guarded(self, account: str) -> object:
+        """The replay a gap in the trade updates asks for. A transient failure (the account's
+        request budget spent by the reconcile pass and snapshot that start with it, the broker
+        or Postgres briefly away) is retried with backoff within the account's time budget: the
+        gap may hold fills no other run would replay soon (the replay is idempotent)."""
+        deadline = (
+            asyncio.get_running_loop().time() + self.settings.reconcile_account_timeout_seconds
+        )
         try:
-            return await asyncio.wait_for(
-                self.replay_fills(account, "reconcile_request"),
-                self.settings.reconcile_account_timeout_seconds,
+            return await retry_transient(
+                lambda: self.replay_fills(account, "reconcile_request"),
+                "fill replay after a reconcile request",
+                first_delay=0.5,
+                deadline=deadline,
             )
         except Exception as exc:  # noqa: BLE001 - the quiet-order check and the next request retry
             log.warning(
