@@ -193,11 +193,13 @@ class Settings(BaseSettings):
     )
     gc_gen0_threshold: int = env(
         "TORGHUT_GC_GEN0_THRESHOLD",
-        10_000,
+        100_000,
         "The worker's garbage collector runs a young-generation pass after this many "
         "allocations (`gc.set_threshold`; Python's own is 700): per-signal objects die by "
         "reference count, and fewer passes promote fewer of them to the older generations "
-        "whose full collections are costly. `0`: Python's threshold.",
+        "whose full collections are costly; a pass walks only the young objects still alive, "
+        "so it stays short (bench B6: 700 -> 100,000 took ~4 µs of CPU off each signal). "
+        "`0`: Python's threshold.",
         ge=0,
     )
     signal_batch_max: int = env(
