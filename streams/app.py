@@ -33,6 +33,25 @@ def state_topic_configs(settings: Settings) -> dict[str, str]:
     return {"min.insync.replicas": str(isr)}
 
 
+class RecoveryFreeze:
+    """`TORGHUT_GC_FREEZE`, second step: once the first table recovery has finished, what is
+    alive (the consumer and its fetchers, the producer, the recovered tables, the agents'
+    streams) lives as long as the worker too, and is frozen like the start-up objects.
+    Later recoveries (rebalances) freeze nothing: a frozen object is never collected, and
+    what a rebalance leaves behind may be garbage soon."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.pending = enabled
+
+    def recovered(self) -> bool:
+        """Called after every recovery; True when this one froze."""
+        if not self.pending:
+            return False
+        self.pending = False
+        freeze_startup_objects()
+        return True
+
+
 class TorghutApp(faust.App):
     """faust's App with the settings it was built from and the worker context; every topic
     faust creates itself (changelogs, the lane retries, re-keyed trade updates: the `internal`
@@ -43,6 +62,7 @@ class TorghutApp(faust.App):
         self.settings = settings
         self.state_topic_configs = state_topic_configs(settings)
         self._context: WorkerContext | None = None
+        self.recovery_freeze = RecoveryFreeze(settings.gc_freeze)
 
     def _new_transport(self) -> Any:
         """faust's transport with a consumer that never commits past an unprocessed record."""
@@ -140,8 +160,7 @@ def build_worker_context(
         try:
             app.build_context(topics, tables)
             check_connection_blocking(settings)  # Kafka settings that cannot connect: say so
-            if settings.gc_freeze:
-                freeze_startup_objects()
+            tune_collector(settings)
         except KafkaConfigError as exc:
             exit_on_configuration_error(ConfigurationError(f"refusing to start: {exc}"))
         except ConfigurationError as exc:
@@ -158,6 +177,23 @@ def freeze_startup_objects() -> None:
     would stay (there is none to expect among start-up objects)."""
     gc.collect()
     gc.freeze()
+
+
+def tune_collector(settings: Settings) -> None:
+    """The worker's collector settings (`TORGHUT_GC_GEN0_THRESHOLD`, `TORGHUT_GC_FREEZE`)."""
+    if settings.gc_gen0_threshold:
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(settings.gc_gen0_threshold, gen1, gen2)
+    if settings.gc_freeze:
+        freeze_startup_objects()
+
+
+@app.on_rebalance_complete.connect
+async def freeze_after_first_recovery(
+    sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+) -> None:
+    if app.has_context:
+        app.recovery_freeze.recovered()
 
 
 def _is_worker_command() -> bool:
