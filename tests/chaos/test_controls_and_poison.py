@@ -237,10 +237,14 @@ async def lock_waiters(dsn: str) -> int:
 async def test_e_a_flag_kill_switch_engaged_while_the_submitting_write_waits(
     world: World,
 ) -> None:
-    """The decision's `planned` row is held (a table lock) until Kafka is frozen; then the lane
-    goes on to its durable `submitting` write, which waits for Kafka. The kill switch is engaged
-    by flag meanwhile; Kafka comes back. No POST may reach the broker for that decision: it ends
-    `rejected` (`kill_switch_enabled`) and the account trades again once the flag is gone."""
+    """The lane writes a decision's row and its durable `submitting` at the same time. An
+    earlier decision of the account (`first`) is held on its row (a table lock) with the target
+    decision queued behind it; Kafka is frozen, the lock released: `first` goes on (its
+    `submitting` was durable before the freeze), then the target's row goes in while its
+    durable `submitting` waits for Kafka. The kill switch is engaged by flag meanwhile; Kafka
+    comes back. No POST may reach the broker for the target: it ends `rejected`
+    (`kill_switch_enabled`) and the account trades again once the flag is gone."""
+    first = world.decisions.make("alpha")
     d = world.decisions.make("alpha")
     orders_before = len(world.sim.admin.orders("alpha"))
     lock = await asyncpg.connect(world.dsn)
@@ -250,20 +254,21 @@ async def test_e_a_flag_kill_switch_engaged_while_the_submitting_write_waits(
         tx = lock.transaction()
         await tx.start()
         await lock.execute("LOCK TABLE trade_decisions IN ACCESS EXCLUSIVE MODE")
-        await world.send(d)
+        await world.send(first, d)
 
         async def held() -> bool:
             return await lock_waiters(world.dsn) > 0
 
-        await wait_until(held, 30, "the lane waiting on its planned row")
+        await wait_until(held, 30, "the lane waiting on the first decision's row")
+        await asyncio.sleep(1.0)  # its `submitting` acknowledged; the target read, queued
         with kafka_paused() as paused_at:
-            await tx.rollback()  # the planned row goes in; the lane reaches `submitting`
+            await tx.rollback()  # `first` goes on; then the target reaches its writes
 
             async def planned() -> bool:
                 row = await decision_row(world.dsn, d)
                 return row is not None
 
-            await wait_until(planned, 10, "the planned row")
+            await wait_until(planned, 10, "the target's decision row")
             await asyncio.sleep(0.5)  # the lane is now inside its durable `submitting` write
             world.flipt.set_flag(KILL_FLAG, True, entity="torghut:alpha")
             await wait_kill(world, "alpha", True, timeout=10)
@@ -293,7 +298,8 @@ async def test_e_a_flag_kill_switch_engaged_while_the_submitting_write_waits(
         )
         assert reasons(row) == ["kill_switch_enabled"]
         assert orders["alpha"][d.decision_hash] == 0
-        assert orders_after == orders_before  # nothing at all reached alpha's broker account
+        assert orders["alpha"][first.decision_hash] == 1  # sent before the switch: allowed
+        assert orders_after == orders_before + 1  # nothing else reached alpha's broker account
         assert entry is not None and entry.state is LedgerState.rejected
         assert entry.attempts == 1  # it did reach the durable `submitting` write
     finally:
