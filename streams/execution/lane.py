@@ -287,6 +287,11 @@ class Lane:
         self.status.record_decision(decision.decision_hash)
         key = ledger_key(self.label, decision.decision_hash)
         now = self.env.clock()
+        if key in self._handling:
+            # A pass of this decision is running and owns its entry (it may not be written
+            # yet: a deferral written now could land after its `submitting`); what that pass
+            # leaves unfinished it parks and re-drives itself.
+            return self.env.ledger.get(key) or received(decision, now)
         entry = self.env.ledger.get(key)
         if entry is not None:  # known (redelivered or re-driven): its lane takes it up again
             if entry.step is Step.done:

@@ -360,3 +360,23 @@ async def test_a_second_delivery_waits_for_the_first_even_after_it_let_the_lane_
     assert a.state is LedgerState.submitted and a.persisted
     assert b == a and went == ["first"]  # the second found it done: nothing sent, nothing run
     assert r.broker.calls.count("submit") == 1 and r.journal.events.count("db:submitted") == 1
+
+
+async def test_a_deferral_of_a_decision_being_handled_writes_nothing(tmp_path: Path) -> None:
+    """A duplicate deferred while the first pass is still before its first write must not put
+    a `received` (deferred) entry that could land after that pass's `submitting`."""
+    r = rig(tmp_path)
+    d = make_decision()
+    hold = asyncio.Event()
+    r.sink.hold["planned"] = hold  # the first pass waits on its decision row
+    first = asyncio.create_task(r.lane.handle(d))
+    await asyncio.sleep(0.05)
+    deferred = await r.lane.defer(d)
+    assert deferred.state is not LedgerState.received or deferred.last_error is None
+    assert len(r.lane.backlog) == 0  # not queued for a re-drive: the running pass owns it
+    hold.set()
+    done = await first
+    assert done.state is LedgerState.submitted and done.persisted
+    stored = r.ledger.get(done.key)
+    assert stored is not None and stored.state is LedgerState.submitted
+    assert r.broker.calls.count("submit") == 1
