@@ -249,8 +249,12 @@ class World:
     sim: RunningSimulator
     worker: Worker
 
+    def status(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.worker.get("/trading/status").json()
+        return body
+
     def lane(self, label: str) -> dict[str, Any]:
-        lane: dict[str, Any] = self.worker.get("/trading/status").json()["accounts"][label]
+        lane: dict[str, Any] = self.status()["accounts"][label]
         return lane
 
     def cli(self, *args: str) -> str:

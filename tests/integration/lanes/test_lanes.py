@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +19,8 @@ from alpaca.trading.requests import MarketOrderRequest
 
 from schemas.codecs import encode_control
 from schemas.control import ControlCommand, control_key
-from simulator.testing import RunningSimulator
 from streams.domain.hashing import decision_hash
+from tests.integration.lanes.helpers import World as LaneWorld
 from tests.integration.lanes.helpers import (
     ack_latencies_ms,
     broker_orders,
@@ -44,8 +42,7 @@ from tests.integration.persistence.conftest import _create, _drop
 from tests.support.flipt import FakeFlipt
 from tests.support.kafka import produce
 from tests.support.pg import fetch
-from tests.support.stack import ROOT, StackInfo, unique
-from tests.support.worker import Worker
+from tests.support.stack import StackInfo, unique
 
 pytestmark = pytest.mark.integration
 
@@ -53,21 +50,10 @@ KILL_FLAG = "torghut_trading_kill_switch"
 
 
 @dataclass
-class World:
-    stack: StackInfo
-    env: dict[str, str]
-    dsn: str
-    sim: RunningSimulator
+class World(LaneWorld):
+    """The lanes world with a feature-flag server."""
+
     flipt: FakeFlipt
-    worker: Worker
-
-    def status(self) -> dict[str, Any]:
-        body: dict[str, Any] = self.worker.get("/trading/status").json()
-        return body
-
-    def lane(self, label: str) -> dict[str, Any]:
-        lane: dict[str, Any] = self.status()["accounts"][label]
-        return lane
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +76,7 @@ def world(
     data_dir = tmp_path_factory.mktemp("lanes")
     worker = start_worker(stack, env, data_dir, "lanes")
     try:
-        yield World(stack, env, dsn, sim, flipt, worker)
+        yield World(stack, env, dsn, sim, worker, flipt)
     finally:
         worker.stop()
         (data_dir / "worker.log").write_text(worker.output)  # for a failure's post-mortem
@@ -188,16 +174,7 @@ async def test_bad_credentials_stop_only_their_own_lane(world: World) -> None:
 
 
 async def test_kill_switch_by_control_topic(world: World) -> None:
-    engage = ["kill-switch", "--account", "alpha", "--on", "--reason", "drill"]
-    cli = subprocess.run(
-        [sys.executable, "-m", "faust", "-A", "streams.app", *engage],
-        cwd=ROOT,
-        env=world.worker.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert cli.returncode == 0, cli.stdout + cli.stderr
+    world.cli("kill-switch", "--account", "alpha", "--on", "--reason", "drill")
     try:
         await wait_lane(
             world, "alpha", "kill_switch", {"engaged": True, "reason": "control (alpha): drill"}
